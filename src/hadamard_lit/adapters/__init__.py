@@ -1,0 +1,48 @@
+"""Adapter strategies: each injects one method into any supported transformers model.
+
+Every strategy shares :class:`AdapterStrategy`: ``apply(model)`` injects in place and
+freezes what is not trained, ``merge(model)`` folds the adapters back into plain layers.
+"""
+
+from hadamard_lit.adapters.adadhp import AdaDHP, DualHadamardLinear
+from hadamard_lit.adapters.base import (
+    AdapterLayer,
+    AdapterRecord,
+    AdapterStrategy,
+    adapter_layers,
+    adapter_state_dict,
+    count_parameters,
+    count_trainable_parameters,
+    get_adapter_record,
+    load_adapter_state_dict,
+)
+from hadamard_lit.adapters.full import FullFineTuning
+from hadamard_lit.adapters.hadamard_adapter import HadamardAdapter, HadamardAdapterLinear
+from hadamard_lit.adapters.hut import HUT, HUTLinear
+from hadamard_lit.adapters.ia3 import IA3, IA3Linear
+from hadamard_lit.adapters.lora import LoRA, LoRALinear
+from hadamard_lit.adapters.targets import detect_family
+
+__all__ = [
+    "HUT",
+    "IA3",
+    "AdaDHP",
+    "AdapterLayer",
+    "AdapterRecord",
+    "AdapterStrategy",
+    "DualHadamardLinear",
+    "FullFineTuning",
+    "HUTLinear",
+    "HadamardAdapter",
+    "HadamardAdapterLinear",
+    "IA3Linear",
+    "LoRA",
+    "LoRALinear",
+    "adapter_layers",
+    "adapter_state_dict",
+    "count_parameters",
+    "count_trainable_parameters",
+    "detect_family",
+    "get_adapter_record",
+    "load_adapter_state_dict",
+]

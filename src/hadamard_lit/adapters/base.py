@@ -1,0 +1,366 @@
+"""What every adapter strategy shares: the adapted layer, the strategy, and free functions.
+
+A strategy's ``apply(model)`` replaces each targeted ``nn.Linear``/``Conv1D`` *in place*
+by an :class:`AdapterLayer` that adopts the original ``weight`` and ``bias`` parameters
+(same objects, same state-dict keys) and adds its adapter tensors, freezes everything
+else, and records on the model which parameters it trains. Nothing wraps the model: the
+user's ``T5ForConditionalGeneration`` stays one, with ``generate``, ``save_pretrained``
+and every attribute as before.
+
+The record (:class:`AdapterRecord`, at ``model.hadamard_lit_adapter``) is what
+:func:`adapter_state_dict` and :func:`load_adapter_state_dict` select by; parameter names
+are never matched by substring.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
+
+from hadamard_lit.adapters.targets import (
+    default_modules_to_save,
+    detect_family,
+    find_targets,
+)
+
+RECORD_ATTR = "hadamard_lit_adapter"
+
+
+@dataclass
+class AdapterRecord:
+    """What a strategy did to a model, kept on the model as ``model.hadamard_lit_adapter``.
+
+    Attributes:
+        strategy: the strategy object that was applied.
+        adapted: names of the modules replaced by adapter layers.
+        modules_to_save: names of modules trained in full (e.g. the task head).
+        trained_parameters: full names of every parameter the strategy trains: adapter
+            tensors, plus the parameters of ``modules_to_save`` and any the method trains
+            with them (the Hadamard Adapter's normalisation layers).
+    """
+
+    strategy: AdapterStrategy
+    adapted: list[str]
+    modules_to_save: list[str]
+    trained_parameters: list[str] = field(default_factory=list)
+
+
+class AdapterLayer(nn.Module, ABC):
+    """A frozen linear layer plus adapter tensors.
+
+    It adopts the base layer's ``weight`` and ``bias`` parameters, so code that reads
+    ``module.weight`` (T5's gated FFN does) and sharded strategies that gather a module's
+    own parameters (DeepSpeed ZeRO-3, FSDP) see them where they expect.
+
+    Subclasses create their adapter parameters in ``__init__``, list their names in
+    ``adapter_parameter_names`` and implement ``forward``, ``merged_weight_and_bias`` and
+    ``reset_adapter``.
+    """
+
+    adapter_parameter_names: tuple[str, ...] = ()
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(base, (nn.Linear, Conv1D)):
+            raise TypeError(f"Can only adapt nn.Linear or Conv1D, got {type(base).__name__}")
+        # Conv1D (GPT-2) stores its weight as (in, out); everything here works on (out, in).
+        self.transposed = isinstance(base, Conv1D)
+        self.weight = base.weight
+        self.bias = base.bias
+        out_features, in_features = self.linear_weight.shape
+        self.in_features = in_features
+        self.out_features = out_features
+
+    @property
+    def linear_weight(self) -> Tensor:
+        """The frozen weight as ``(out, in)`` (a view for ``Conv1D``)."""
+        return self.weight.t() if self.transposed else self.weight
+
+    def new_vector(self, size: int, fill: float) -> nn.Parameter:
+        """An adapter vector on the base weight's device and in its dtype."""
+        return nn.Parameter(
+            torch.full((size,), fill, device=self.weight.device, dtype=self.weight.dtype)
+        )
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """This layer's adapter tensors by local name."""
+        return {name: getattr(self, name) for name in self.adapter_parameter_names}
+
+    @abstractmethod
+    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The ``(out, in)`` weight and bias that compute what this layer computes.
+
+        Raises:
+            ValueError: the adapter cannot be folded into a plain layer.
+        """
+
+    @abstractmethod
+    def reset_adapter(self) -> None:
+        """Set the adapter tensors so the layer computes exactly its base layer."""
+
+    def merged(self) -> nn.Module:
+        """A plain ``nn.Linear``/``Conv1D`` with the adapter folded in."""
+        with torch.no_grad():
+            weight, bias = self.merged_weight_and_bias()
+        with torch.device("meta"):
+            plain: nn.Module = (
+                Conv1D(self.out_features, self.in_features)
+                if self.transposed
+                else nn.Linear(self.in_features, self.out_features, bias=bias is not None)
+            )
+        stored = weight.t() if self.transposed else weight
+        plain.weight = nn.Parameter(
+            stored.to(self.weight.dtype).contiguous(), requires_grad=self.weight.requires_grad
+        )
+        if bias is not None:
+            requires_grad = self.bias is not None and self.bias.requires_grad
+            plain.bias = nn.Parameter(bias.to(self.weight.dtype), requires_grad=requires_grad)
+        elif self.transposed:
+            raise ValueError("Conv1D always has a bias; merged_weight_and_bias returned none")
+        return plain
+
+    def extra_repr(self) -> str:
+        kind = "Conv1D" if self.transposed else "Linear"
+        return (
+            f"{kind}(in={self.in_features}, out={self.out_features}, bias={self.bias is not None})"
+        )
+
+
+class AdapterStrategy(ABC):
+    """Base of every method: pick targets, inject layers, freeze, record, merge.
+
+    Args:
+        target_modules: module-name patterns to adapt (dotted suffixes, or ``re:<regex>``);
+            ``None`` uses the method's default for the detected model family.
+        modules_to_save: modules trained in full alongside the adapters (a task head);
+            ``None`` picks the model's classification head if it has one, ``[]`` none.
+    """
+
+    #: Default target patterns by family (see ``targets.detect_family``).
+    default_targets: ClassVar[dict[str, list[str]]] = {}
+
+    def __init__(
+        self,
+        target_modules: list[str] | None = None,
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        if target_modules is not None and not target_modules:
+            raise ValueError("target_modules is empty: pass None for the defaults, or patterns")
+        self.target_modules = target_modules
+        self.modules_to_save = modules_to_save
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    # -- what subclasses provide ---------------------------------------------------------
+
+    @abstractmethod
+    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+        """The adapter layer that replaces the linear layer ``name``."""
+
+    def extra_trainable_modules(self, model: nn.Module, adapted: list[str]) -> list[str]:
+        """Modules trained in full because the method says so (none by default)."""
+        return []
+
+    def select_targets(
+        self, model: nn.Module, patterns: list[str], exclude: list[str]
+    ) -> list[str]:
+        """Names of the linear layers to adapt (a hook for methods that filter further)."""
+        return find_targets(model, patterns, exclude)
+
+    # -- the public API ------------------------------------------------------------------
+
+    def target_patterns(self, model: nn.Module) -> list[str]:
+        """The patterns ``apply`` uses for ``model``: the user's, or the family default."""
+        if self.target_modules is not None:
+            return list(self.target_modules)
+        family = detect_family(model)
+        if family not in self.default_targets:
+            raise ValueError(
+                f"{self.name} has no default target_modules for the {family!r} family; "
+                f"pass target_modules explicitly (defaults exist for {sorted(self.default_targets)})"
+            )
+        return list(self.default_targets[family])
+
+    def apply(self, model: nn.Module) -> list[str]:
+        """Inject this method into ``model`` in place; return the adapted module names.
+
+        Everything the method does not train is frozen.
+
+        Raises:
+            ValueError: the model already has a strategy applied, a pattern selects
+                nothing, or a named module to save does not exist.
+        """
+        if get_adapter_record(model, required=False) is not None or any(
+            isinstance(m, AdapterLayer) for m in model.modules()
+        ):
+            applied = get_adapter_record(model, required=False)
+            raise ValueError(
+                f"{type(model).__name__} already has "
+                f"{applied.strategy.name if applied else 'an adapter strategy'} applied; "
+                f"apply {self.name} to a freshly loaded model instead"
+            )
+        saved = self._modules_to_save(model)
+        adapted = self.select_targets(model, self.target_patterns(model), exclude=saved)
+        extra = self.extra_trainable_modules(model, adapted)
+
+        model.requires_grad_(False)
+        for name in adapted:
+            layer = self.make_layer(name, model.get_submodule(name))
+            layer.weight.requires_grad_(False)
+            if layer.bias is not None:
+                layer.bias.requires_grad_(False)
+            _replace_module(model, name, layer)
+        for name in saved + extra:
+            model.get_submodule(name).requires_grad_(True)
+
+        record = AdapterRecord(strategy=self, adapted=adapted, modules_to_save=saved)
+        record.trained_parameters = [n for n, p in model.named_parameters() if p.requires_grad]
+        _set_record(model, record)
+        return adapted
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold every adapter layer into a plain ``nn.Linear``/``Conv1D``; return ``model``.
+
+        The result is a standard transformers model: ``save_pretrained`` and
+        ``from_pretrained`` round-trip it, and it runs with no adapter overhead. Nothing
+        changes if any layer cannot be merged (the error says which and why).
+        """
+        get_adapter_record(model)
+        layers = dict(iter_adapter_layers(model))
+        plain = {name: layer.merged() for name, layer in layers.items()}  # may raise: all first
+        for name, module in plain.items():
+            _replace_module(model, name, module)
+        _set_record(model, None)
+        return model
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{self.name}({fields})"
+
+    def _modules_to_save(self, model: nn.Module) -> list[str]:
+        if self.modules_to_save is None:
+            return default_modules_to_save(model)
+        names = dict(model.named_modules())
+        missing = [n for n in self.modules_to_save if n not in names]
+        if missing:
+            tops = [n for n in names if n and "." not in n]
+            raise ValueError(
+                f"modules_to_save names {missing}, which {type(model).__name__} does not "
+                f"have; its top-level modules are {tops}"
+            )
+        return list(self.modules_to_save)
+
+
+# -- free functions --------------------------------------------------------------------
+
+
+def get_adapter_record(model: nn.Module, required: bool = True) -> AdapterRecord | Any:
+    """The :class:`AdapterRecord` of ``model`` (None, or an error if ``required``)."""
+    record = model.__dict__.get(RECORD_ATTR)
+    if record is None and required:
+        raise ValueError(
+            f"{type(model).__name__} has no adapter strategy applied: call "
+            "`strategy.apply(model)` first (e.g. AdaDHP().apply(model))"
+        )
+    return record
+
+
+def _set_record(model: nn.Module, record: AdapterRecord | None) -> None:
+    # Stored in __dict__ directly: it is bookkeeping, not a submodule or parameter.
+    if record is None:
+        model.__dict__.pop(RECORD_ATTR, None)
+    else:
+        model.__dict__[RECORD_ATTR] = record
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def iter_adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+    """``(name, layer)`` for every adapter layer in ``model``, in model order."""
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield name, module
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
+    """Every adapter layer in ``model`` by module name."""
+    return dict(iter_adapter_layers(model))
+
+
+def _full(t: Tensor) -> Tensor:
+    # FSDP2 keeps parameters as DTensor shards: a state dict holds whole tensors.
+    full_tensor = getattr(t, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else t
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """What the applied strategy trains, by full parameter name, detached, on CPU-able tensors.
+
+    Adapter tensors and the parameters of ``modules_to_save`` only: a few megabytes even
+    for a 7B backbone.
+    """
+    record = get_adapter_record(model)
+    params = dict(model.named_parameters())
+    return {name: _full(params[name]).detach().clone() for name in record.trained_parameters}
+
+
+def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Copy an :func:`adapter_state_dict` into ``model`` (the same strategy applied).
+
+    Raises:
+        ValueError: keys missing or unexpected, or shapes that differ.
+    """
+    record = get_adapter_record(model)
+    expected = set(record.trained_parameters)
+    missing = sorted(expected - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"Adapter state dict does not fit {record.strategy.name} on "
+            f"{type(model).__name__}: missing {missing[:5]}{'...' if len(missing) > 5 else ''} "
+            f"({len(missing)}), unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''} ({len(unexpected)})"
+        )
+    params = dict(model.named_parameters())
+    bad = [
+        f"{n}: {tuple(state_dict[n].shape)} vs {tuple(_full(params[n]).shape)}"
+        for n in record.trained_parameters
+        if tuple(state_dict[n].shape) != tuple(_full(params[n]).shape)
+    ]
+    if bad:
+        raise ValueError(f"Adapter state dict shapes differ from the model's: {bad[:5]}")
+    with torch.no_grad():
+        for name in record.trained_parameters:
+            param = params[name]
+            value = state_dict[name]
+            if hasattr(param, "full_tensor"):  # an FSDP2 shard: keep only this rank's part
+                from torch.distributed.tensor import DTensor, distribute_tensor
+
+                assert isinstance(param.data, DTensor)
+                mesh, placements = param.data.device_mesh, param.data.placements
+                param.copy_(distribute_tensor(value.to(param.dtype), mesh, placements))
+            else:
+                param.copy_(value.to(device=param.device, dtype=param.dtype))
+
+
+def count_trainable_parameters(model: nn.Module) -> int:
+    """Number of trainable elements in ``model`` (shared parameters counted once)."""
+    # A DTensor's numel is the global one, so sharded models count the same.
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of elements in ``model``'s parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,98 @@
+"""HUT: Hadamard Updated Transformation, a multiplicative low-rank update (arXiv 2409.13501).
+
+The full text was not available; this is the stated form (METHODS.md §3), the same as
+HiRA (ICLR 2025):
+
+    W' = W ⊙ (1 + s · B A)        A: r x in (Kaiming-uniform), B: out x r (0), s = alpha / r
+
+``W ⊙ (B A)`` is materialised once per forward, so its cost does not grow with the number
+of tokens (unmerged LoRA's ``B (A x)`` does). Identity at init (``B = 0``); merges to
+``W ← W ⊙ (1 + s B A)``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
+from hadamard_lit.adapters.lora import check_low_rank_options, init_low_rank_pair
+
+
+class HUTLinear(AdapterLayer):
+    """``y = (W ⊙ (1 + s B A)) x + b``; with dropout, ``W x + b + (s W ⊙ B A) dropout(x)``."""
+
+    adapter_parameter_names = ("hut_A", "hut_B")
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__(base)
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.dropout_p = dropout
+        self.hut_A, self.hut_B = init_low_rank_pair(self, rank)
+
+    def _update(self, dtype: torch.dtype) -> Tensor:
+        return self.hut_B.to(dtype) @ self.hut_A.to(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.linear_weight.to(x.dtype)
+        if self.training and self.dropout_p > 0:
+            # Dropout applies to the update's path only, as LoRA's does: the base layer
+            # must see the undropped input.
+            delta = self.scaling * w * self._update(x.dtype)
+            return F.linear(x, w, self.bias) + F.linear(F.dropout(x, self.dropout_p), delta)
+        # One weight-sized tensor per forward, whatever the number of tokens.
+        return F.linear(
+            x, torch.addcmul(w, w, self._update(x.dtype), value=self.scaling), self.bias
+        )
+
+    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        w = self.linear_weight.float()
+        return torch.addcmul(w, w, self._update(torch.float32), value=self.scaling), self.bias
+
+    def reset_adapter(self) -> None:
+        with torch.no_grad():
+            self.hut_B.zero_()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, scaling={self.scaling}"
+
+
+class HUT(AdapterStrategy):
+    """HUT on the attention query and value projections by default.
+
+    Args:
+        target_modules: module-name patterns; ``None`` for the family default.
+        rank: the rank ``r`` of ``B A`` (> 0).
+        alpha: the update is scaled by ``alpha / rank``.
+        dropout: dropout on the update path's input (training only).
+        modules_to_save: modules trained in full (the task head by default).
+    """
+
+    default_targets: ClassVar[dict[str, list[str]]] = {
+        "t5": ["q", "v"],
+        "t5_gated": ["q", "v"],
+        "bert": ["query", "value"],
+        "gpt2": ["c_attn"],
+        "llama": ["q_proj", "v_proj"],
+    }
+
+    def __init__(
+        self,
+        target_modules: list[str] | None = None,
+        rank: int = 8,
+        alpha: float = 8.0,
+        dropout: float = 0.0,
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        super().__init__(target_modules, modules_to_save)
+        check_low_rank_options(rank, alpha, dropout)
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+
+    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+        return HUTLinear(base, self.rank, self.alpha, self.dropout)

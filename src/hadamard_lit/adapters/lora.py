@@ -1,0 +1,105 @@
+"""LoRA: an additive low-rank update, the baseline every PEFT method is compared with.
+
+Hu et al., 2021, "LoRA: Low-Rank Adaptation of Large Language Models"
+(https://arxiv.org/abs/2106.09685); METHODS.md §4.
+
+    y = W x + b + s · B (A dropout(x))        A: r x in (Kaiming-uniform), B: out x r (0), s = alpha / r
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
+
+
+def check_low_rank_options(rank: int, alpha: float, dropout: float) -> None:
+    """Shared validation for LoRA and HUT options."""
+    if not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def init_low_rank_pair(layer: AdapterLayer, rank: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """``A`` Kaiming-uniform (as ``nn.Linear``) and ``B`` zero, on the base weight's device/dtype."""
+    device, dtype = layer.weight.device, layer.weight.dtype
+    a = nn.Parameter(torch.empty(rank, layer.in_features, device=device, dtype=dtype))
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+    b = nn.Parameter(torch.zeros(layer.out_features, rank, device=device, dtype=dtype))
+    return a, b
+
+
+class LoRALinear(AdapterLayer):
+    """``y = W x + b + s · B (A dropout(x))``."""
+
+    adapter_parameter_names = ("lora_A", "lora_B")
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__(base)
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A, self.lora_B = init_low_rank_pair(self, rank)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.linear(x, self.linear_weight, self.bias)
+        update = F.linear(
+            F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype)
+        )
+        return y + self.scaling * update
+
+    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        delta = self.lora_B.float() @ self.lora_A.float()
+        return self.linear_weight.float() + self.scaling * delta, self.bias
+
+    def reset_adapter(self) -> None:
+        with torch.no_grad():
+            self.lora_B.zero_()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rank={self.rank}, scaling={self.scaling}"
+
+
+class LoRA(AdapterStrategy):
+    """LoRA on the attention query and value projections by default.
+
+    Args:
+        target_modules: module-name patterns; ``None`` for the family default.
+        rank: the rank ``r`` of ``B A`` (> 0).
+        alpha: the scale numerator: the update is multiplied by ``alpha / rank``.
+        dropout: dropout on the LoRA path's input.
+        modules_to_save: modules trained in full (the task head by default).
+    """
+
+    default_targets: ClassVar[dict[str, list[str]]] = {
+        "t5": ["q", "v"],
+        "t5_gated": ["q", "v"],
+        "bert": ["query", "value"],
+        "gpt2": ["c_attn"],
+        "llama": ["q_proj", "v_proj"],
+    }
+
+    def __init__(
+        self,
+        target_modules: list[str] | None = None,
+        rank: int = 8,
+        alpha: float = 8.0,
+        dropout: float = 0.0,
+        modules_to_save: list[str] | None = None,
+    ) -> None:
+        super().__init__(target_modules, modules_to_save)
+        check_low_rank_options(rank, alpha, dropout)
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+
+    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+        return LoRALinear(base, self.rank, self.alpha, self.dropout)
