@@ -1,0 +1,229 @@
+"""What the NLU and math datamodules share: the tokenizer, the data source, the loaders.
+
+The source is the Hugging Face Hub when ``data_dir`` is ``None``, else a local folder of
+JSON Lines files in the Hub's schema. With ``fallback_data_dir`` set, a Hub failure (no
+network, ``HF_HUB_OFFLINE=1``) switches the whole datamodule to that folder, with a
+warning, so a quickstart config runs offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Sampler
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from hadamard_lit.data.collate import PadCollator
+from hadamard_lit.data.sources import load_hub_split, load_local_split, resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["fit", "validate", "test", "predict"]
+
+
+class TokenizedDataModule(LightningDataModule):
+    """Base of :class:`NLUDataModule` and :class:`MathDataModule` (not used on its own).
+
+    Args:
+        tokenizer: hub name, local folder, ``package:<python package>`` (as for models),
+            or a loaded tokenizer (LightningCLI hands over the model's).
+        data_dir: ``None`` reads the Hub; else a folder, or ``package:<name>`` for a folder
+            shipped in ``hadamard_lit/resources`` (``package:sst2_sample``).
+        fallback_data_dir: used instead of the Hub when loading from it fails.
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (``None``: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        seed: seed of every shuffle that decides which rows go where.
+        max_train_samples: keep at most this many training rows (a seeded random subset).
+        max_eval_samples: keep the first this many rows of each evaluation split.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | PreTrainedTokenizerBase,
+        data_dir: str | None = None,
+        fallback_data_dir: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in (
+            ("max_train_samples", max_train_samples),
+            ("max_eval_samples", max_eval_samples),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        # Resolved now so a wrong folder fails at construction, not minutes into a run.
+        self.data_dir: Path | None = resolve_data_dir(data_dir) if data_dir is not None else None
+        self.fallback_data_dir = resolve_data_dir(fallback_data_dir) if fallback_data_dir else None
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self._tokenizer_source = tokenizer
+        self._tokenizer = None if isinstance(tokenizer, str) else tokenizer
+        self._tokenizer_configured = False
+        #: The prepared splits, by name (``train``, ``validation``, ``test``), once set up.
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def tokenizer_name(self) -> str | None:
+        """The tokenizer's name or folder (what ``hparams`` stores instead of the object).
+
+        A tokenizer object in ``hparams`` would be pickled into checkpoints, which
+        ``torch.load(weights_only=True)`` refuses.
+        """
+        source = self._tokenizer_source
+        return source if isinstance(source, str) else getattr(source, "name_or_path", None)
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            from hadamard_lit.backbones import resolve_model_path
+
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                resolve_model_path(str(self._tokenizer_source))
+            )
+        if not self._tokenizer_configured:
+            self.configure_tokenizer(self._tokenizer)
+            self._tokenizer_configured = True
+        return self._tokenizer
+
+    def configure_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Adjust a freshly loaded tokenizer (the math datamodule adds a pad token)."""
+
+    # -- sources -------------------------------------------------------------------------
+
+    def load_split(
+        self, hub: tuple[str, str | None, str], local: str, what: str
+    ) -> tuple[Dataset, str]:
+        """One raw split and a description of where it came from (for error messages).
+
+        Args:
+            hub: ``(path, config, split)`` on the Hub.
+            local: the file's path relative to a data folder (``glue/rte/train.jsonl``).
+            what: what the split is for, named in errors (``"task 'rte', train split"``).
+        """
+        if self.data_dir is None:
+            path, config, split = hub
+            try:
+                return load_hub_split(
+                    path, config, split
+                ), f"{path} ({config}) split {split!r} on the Hub"
+            except OSError as err:  # ConnectionError offline, FileNotFoundError, ...
+                if self.fallback_data_dir is None:
+                    raise
+                log.warning(
+                    "Could not load %s from the Hugging Face Hub (%s); using fallback_data_dir %s",
+                    path,
+                    err,
+                    self.fallback_data_dir,
+                )
+                # Every later split comes from the same place.
+                self.data_dir = self.fallback_data_dir
+        file = self.data_dir / local
+        return load_local_split(file, what), str(file)
+
+    # -- loaders -------------------------------------------------------------------------
+
+    def collator(self, padding_side: Literal["left", "right"] = "right") -> PadCollator:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError(f"Tokenizer {self.tokenizer.name_or_path!r} has no pad token")
+        return PadCollator(pad_token_id=int(pad), padding_side=padding_side)
+
+    def split(self, name: str) -> Dataset:
+        """A prepared split; the stage that builds it must have been set up."""
+        if name not in self.datasets:
+            raise RuntimeError(
+                f"{type(self).__name__}: split {name!r} is not ready; call setup() for the stage "
+                f"that uses it first (ready: {sorted(self.datasets)})"
+            )
+        return self.datasets[name]
+
+    def make_loader(self, name: str, train: bool = False, **collate: Any) -> DataLoader:
+        dataset = self.split(name)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=EpochShuffleSampler(len(dataset), self._shuffle_seed(), self._current_epoch)
+            if train
+            else None,
+            collate_fn=self.collator(**collate),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _current_epoch(self) -> int | None:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
+    def _shuffle_seed(self) -> int:
+        # The run's seed (seed_everything records it), so seeds 0/1/2 see different orders;
+        # read once per loader, never from the global RNG, which a resume does not restore.
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+
+    def limit(self, dataset: Dataset, train: bool) -> Dataset:
+        """``dataset`` cut to ``max_train_samples`` / ``max_eval_samples``."""
+        limit = self.max_train_samples if train else self.max_eval_samples
+        if limit is None or limit >= len(dataset):
+            return dataset
+        if train:
+            # A prefix of a training file can be skewed (sorted sources): take a random subset.
+            dataset = dataset.shuffle(seed=self.seed)
+        return dataset.select(range(limit))
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that is a function of (seed, epoch) only.
+
+    ``DataLoader(shuffle=True)`` draws each epoch's order from the global RNG, which a
+    checkpoint does not restore: a run resumed at epoch ``e`` would see another order than
+    the uninterrupted run. Here the order of epoch ``e`` is always the same permutation.
+    The epoch comes from ``epoch()`` when given (the datamodule passes the trainer's
+    ``current_epoch``: the number Lightning calls ``set_epoch`` with is one lower after a
+    resume from an end-of-epoch checkpoint), else from ``set_epoch``.
+
+    Args:
+        size: number of rows.
+        seed: base seed.
+        epoch: returns the current epoch, or None to fall back on ``set_epoch``'s.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int | None] | None = None) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self._epoch_source = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self._epoch_source() if self._epoch_source is not None else None
+        generator = torch.Generator().manual_seed(
+            self.seed + (self.epoch if epoch is None else epoch)
+        )
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size

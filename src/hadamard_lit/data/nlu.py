@@ -1,0 +1,287 @@
+"""``NLUDataModule``: the 17 NLU tasks, text-to-text (T5) or classification (encoders).
+
+Split protocol ``paper`` (Compacter, ATTEMPT, DePT and the AdaDHP scripts; METHODS.md):
+a task whose full training set has under 10,000 rows has its validation set halved at
+random into a new validation set and a test set (RTE: 277 -> 138 + 139); a larger one
+holds out 1,000 random training rows as validation and uses the validation set as test.
+Which case applies is decided by the size of the task's full Hub training split
+(``TaskSpec.train_size``), so a truncated local copy splits as the real data would.
+``plain``: train and validation as given, test = validation. The Hub's test splits have
+no labels and are never used.
+
+Batches (padded per batch, see :mod:`hadamard_lit.data.collate`):
+
+- ``text_to_text``: ``input_ids``, ``attention_mask``, ``labels`` (target token ids, -100
+  on padding), ``target`` (the label: ``long``, ``float`` for STS-B), ``group``;
+- ``classification``: ``input_ids``, ``attention_mask``, ``token_type_ids`` when the
+  tokenizer makes them, ``labels`` (``long``, ``float`` for STS-B), ``group``.
+
+``group`` is MultiRC's question id (for F1a / exact match per question), -1 elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from hadamard_lit.data.base import TokenizedDataModule
+from hadamard_lit.data.sources import check_columns
+from hadamard_lit.data.tasks import TaskSpec, get_task
+
+Shape = Literal["text_to_text", "classification"]
+SplitProtocol = Literal["paper", "plain"]
+SplitName = Literal["train", "validation", "test"]
+
+#: The paper protocol's threshold and held-out size (METHODS.md, "Split protocol").
+LARGE_TRAIN_SET = 10_000
+HELD_OUT_ROWS = 1_000
+
+_STAGE_SPLITS: dict[str | None, tuple[SplitName, ...]] = {
+    "fit": ("train", "validation"),
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+
+
+class NLUDataModule(TokenizedDataModule):
+    """One NLU task, tokenised for a T5 text-to-text model or an encoder classifier.
+
+    Args:
+        task: a task name (:func:`hadamard_lit.data.tasks.task_names`).
+        tokenizer: hub name, local folder, ``package:<python package>``, or a loaded
+            tokenizer (LightningCLI links the model's).
+        shape: ``text_to_text`` (prompt in, verbaliser out) or ``classification``.
+        data_dir: ``None`` reads the Hub (``TaskSpec.hub_path``/``hub_config``); a folder
+            reads ``<data_dir>/<local_subdir>/<split>.jsonl`` in the Hub's schema;
+            ``package:sst2_sample`` is the small SST-2 sample shipped with hadamard_lit.
+        fallback_data_dir: read instead of the Hub when the Hub fails (offline), with a
+            warning; e.g. ``package:sst2_sample`` for an SST-2 quickstart.
+        split_protocol: ``paper`` or ``plain`` (see the module docstring).
+        max_length: input truncation length in tokens.
+        max_target_length: target truncation length (every verbaliser fits in 8 T5 tokens).
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (``None``: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        seed: seed of the protocol's random halving / hold-out and of training subsets.
+        max_train_samples: keep at most this many training rows (quick runs, tests).
+        max_eval_samples: keep at most this many rows of each evaluation split.
+
+    Raises:
+        ValueError: an unknown task, shape or protocol, or a non-positive size.
+        FileNotFoundError: ``data_dir`` is not a folder.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer: str | PreTrainedTokenizerBase,
+        shape: Shape = "text_to_text",
+        data_dir: str | None = None,
+        fallback_data_dir: str | None = None,
+        split_protocol: SplitProtocol = "paper",
+        max_length: int = 128,
+        max_target_length: int = 8,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer=tokenizer,
+            data_dir=data_dir,
+            fallback_data_dir=fallback_data_dir,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+        )
+        self.task_spec: TaskSpec = get_task(task)
+        if shape not in ("text_to_text", "classification"):
+            raise ValueError(f"shape must be 'text_to_text' or 'classification', got {shape!r}")
+        if split_protocol not in ("paper", "plain"):
+            raise ValueError(f"split_protocol must be 'paper' or 'plain', got {split_protocol!r}")
+        if max_length < 1 or max_target_length < 1:
+            raise ValueError(
+                f"max_length and max_target_length must be >= 1, got {max_length}, {max_target_length}"
+            )
+        self.shape: Shape = shape
+        self.split_protocol: SplitProtocol = split_protocol
+        self.max_length = max_length
+        self.max_target_length = max_target_length
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.hparams["tokenizer"] = self.tokenizer_name
+        self._raw: dict[str, tuple[Dataset, str]] = {}
+
+    @property
+    def num_labels(self) -> int:
+        """Classes of the task (1 for the STS-B regression)."""
+        return self.task_spec.num_labels
+
+    # -- raw splits and the split protocol -----------------------------------------------
+
+    def raw_split(self, split: str) -> tuple[Dataset, str]:
+        """A Hub split (``train``, ``validation``, ...) checked, with its source description.
+
+        Raises:
+            FileNotFoundError: a local file is missing (the message names task and path).
+            ValueError: a column is missing or a label is out of range.
+        """
+        if split not in self._raw:
+            spec = self.task_spec
+            data, source = self.load_split(
+                (spec.hub_path, spec.hub_config, split),
+                f"{spec.local_subdir}/{split}.jsonl",
+                f"task {spec.name!r}, {split} split",
+            )
+            check_columns(data, spec.required_columns, f"task {spec.name!r}", source)
+            self._check_labels(data, source)
+            self._raw[split] = (data, source)
+        return self._raw[split]
+
+    def _check_labels(self, data: Dataset, source: str) -> None:
+        spec = self.task_spec
+        for raw in data.unique(spec.label_column):
+            try:
+                valid = spec.label_is_valid(spec.label_id(raw))
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                expected = (
+                    f"a score in {list(spec.label_range)}"
+                    if spec.is_regression
+                    else (f"a label in [0, {spec.num_labels})")
+                )
+                raise ValueError(
+                    f"task {spec.name!r}: {source} has label {raw!r} in column {spec.label_column!r}; "
+                    f"expected {expected}. (-1 marks an unlabelled test split; the split "
+                    "protocol never trains or evaluates on one.)"
+                )
+
+    def protocol_split(self, name: SplitName) -> tuple[Dataset, str]:
+        """The rows of ``train``, ``validation`` or ``test`` under the split protocol."""
+        spec = self.task_spec
+        evaluation = spec.validation_split
+        if self.split_protocol == "plain":
+            return self.raw_split("train" if name == "train" else evaluation)
+        if spec.train_size >= LARGE_TRAIN_SET:
+            if name == "test":
+                return self.raw_split(evaluation)
+            train, source = self.raw_split("train")
+            if len(train) <= HELD_OUT_ROWS:
+                raise ValueError(
+                    f"task {spec.name!r}: the paper protocol holds out {HELD_OUT_ROWS} training rows "
+                    f"as validation, but {source} has only {len(train)}"
+                )
+            parts = train.train_test_split(test_size=HELD_OUT_ROWS, shuffle=True, seed=self.seed)
+            if name == "train":
+                return parts["train"], source
+            return parts["test"], f"{source} ({HELD_OUT_ROWS} held-out rows)"
+        if name == "train":
+            return self.raw_split("train")
+        data, source = self.raw_split(evaluation)
+        if len(data) < 2:
+            raise ValueError(f"task {spec.name!r}: cannot halve {source}, it has {len(data)} rows")
+        halves = data.train_test_split(train_size=len(data) // 2, shuffle=True, seed=self.seed)
+        if name == "validation":
+            return halves["train"], f"{source} (first half)"
+        return halves["test"], f"{source} (second half)"
+
+    # -- Lightning hooks -----------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Download the Hub splits once, on one process (``setup`` then reads the cache)."""
+        if self.data_dir is None:
+            for name in ("train", "validation", "test"):
+                self.protocol_split(name)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenise the splits ``stage`` needs (all three for ``None``); each only once."""
+        for name in _STAGE_SPLITS.get(stage, ("train", "validation", "test")):
+            if name not in self.datasets:
+                self.datasets[name] = self.encode(name)
+
+    def encode(self, name: SplitName) -> Dataset:
+        """Split ``name`` tokenised (``datasets.map``, cached on disk by ``datasets``)."""
+        data, _ = self.protocol_split(name)
+        data = self.limit(data, train=name == "train")
+        function = encode_text_to_text if self.shape == "text_to_text" else encode_classification
+        return data.map(
+            function,
+            batched=True,
+            remove_columns=data.column_names,
+            fn_kwargs={
+                "spec": self.task_spec,
+                "tokenizer": self.tokenizer,
+                "max_length": self.max_length,
+                "max_target_length": self.max_target_length,
+            },
+            desc=f"Tokenizing {self.task_spec.name} {name}",
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.make_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.make_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.make_loader("test")
+
+
+def _rows(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(batch)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+
+
+def encode_text_to_text(
+    batch: dict[str, list[Any]],
+    spec: TaskSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    max_target_length: int,
+) -> dict[str, list[Any]]:
+    """A batch of raw rows as T5 prompts and target ids (``datasets.map``, batched)."""
+    rows = _rows(batch)
+    targets = [spec.label_id(row[spec.label_column]) for row in rows]
+    inputs = tokenizer([spec.prompt(row) for row in rows], max_length=max_length, truncation=True)
+    labels = tokenizer(
+        text_target=[spec.target_text(t) for t in targets],
+        max_length=max_target_length,
+        truncation=True,
+    )
+    return {
+        "input_ids": inputs["input_ids"],
+        "attention_mask": inputs["attention_mask"],
+        "labels": labels["input_ids"],
+        "target": targets,
+        "group": [spec.group_id(row) for row in rows],
+    }
+
+
+def encode_classification(
+    batch: dict[str, list[Any]],
+    spec: TaskSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    max_target_length: int,
+) -> dict[str, list[Any]]:
+    """A batch of raw rows as encoder inputs (text or text pair) and label ids."""
+    rows = _rows(batch)
+    firsts, seconds = zip(*(spec.classification_texts(row) for row in rows), strict=True)
+    pairs = None if seconds[0] is None else list(seconds)
+    encoded = tokenizer(list(firsts), pairs, max_length=max_length, truncation=True)
+    out = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
+    out["labels"] = [spec.label_id(row[spec.label_column]) for row in rows]
+    out["group"] = [spec.group_id(row) for row in rows]
+    return out
