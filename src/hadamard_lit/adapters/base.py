@@ -73,7 +73,9 @@ class AdapterLayer(nn.Module, ABC):
         self.transposed = isinstance(base, Conv1D)
         self.weight = base.weight
         self.bias = base.bias
-        out_features, in_features = self.linear_weight.shape
+        # Under DeepSpeed ZeRO-3 (zero.Init) the weight is a 1-D shard: ds_shape is its shape.
+        shape = tuple(getattr(self.weight, "ds_shape", self.weight.shape))
+        out_features, in_features = shape[::-1] if self.transposed else shape
         self.in_features = in_features
         self.out_features = out_features
 
