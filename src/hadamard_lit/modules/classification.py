@@ -1,0 +1,72 @@
+"""Sequence classification with an encoder (BERT, RoBERTa, MiniLM) and a task head.
+
+The head (``classifier``) is new and trains in full next to the adapter; its size comes
+from the task (``num_labels``; 1 is the STS-B regression, trained with MSE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from transformers import AutoModelForSequenceClassification
+
+from hadamard_lit.modules.base import AdapterModule, Stage, _batch_size
+from hadamard_lit.modules.nlu import NLUTaskMixin
+
+
+class SequenceClassificationModule(NLUTaskMixin, AdapterModule):
+    """An encoder with a classification (or regression) head and an adapter.
+
+    Args:
+        num_labels: head size; ``None`` takes it from the task (the usual case).
+        **kwargs: :class:`AdapterModule` arguments (backbone, adapter, task, optimiser).
+    """
+
+    auto_model_class = AutoModelForSequenceClassification
+
+    def __init__(self, num_labels: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_labels = num_labels
+
+    def build_model(self) -> nn.Module:
+        """The encoder with a fresh head sized for the task, labelled with its label names."""
+        num_labels = self.num_labels
+        overrides: dict[str, Any] = {}
+        if self.task is not None:
+            spec = self.task_spec
+            if num_labels is not None and num_labels != spec.num_labels:
+                raise ValueError(
+                    f"num_labels={num_labels} but task {spec.name!r} has {spec.num_labels}"
+                )
+            num_labels = spec.num_labels
+            names = list(getattr(spec, "label_names", None) or [])
+            if len(names) == num_labels and not spec.is_regression:
+                overrides["id2label"] = dict(enumerate(names))
+                overrides["label2id"] = {name: i for i, name in enumerate(names)}
+        if num_labels is None:
+            raise ValueError(
+                "SequenceClassificationModule needs the head size: pass task=... (or num_labels), "
+                "or fit/validate with an NLUDataModule, which names the task"
+            )
+        return self.load_backbone(num_labels=num_labels, **overrides)
+
+    def build_metrics(self) -> MetricCollection | None:
+        return self.task_metrics()
+
+    def predictions(self, logits: Tensor) -> Tensor:
+        """Class ids, or the regression value for a one-output head."""
+        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(dim=-1)
+
+    def evaluation_step(self, batch: Mapping[str, Any], stage: Stage) -> None:
+        """Loss and the task's metrics on one batch."""
+        outputs = self.model(**self.model_inputs(batch))
+        self.log(f"{stage}/loss", outputs.loss, batch_size=_batch_size(batch))
+        self.update_metrics(stage, self.predictions(outputs.logits), batch)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Predicted class ids (or regression values)."""
+        inputs = {k: v for k, v in self.model_inputs(batch).items() if k != "labels"}
+        return self.predictions(self.model(**inputs).logits)
