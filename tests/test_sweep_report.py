@@ -14,23 +14,30 @@ from hadamard_lit.sweep import expand, load_sweep
 
 def write(path: Path, data: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False) if path.suffix == ".yaml" else json.dumps(data))
+    path.write_text(
+        yaml.safe_dump(data, sort_keys=False) if path.suffix == ".yaml" else json.dumps(data)
+    )
     return path
 
 
 def test_grid_expands_every_combination_with_distinct_folders(tmp_path: Path) -> None:
     write(tmp_path / "method" / "lora.yaml", {"model": {"init_args": {}}})
     write(tmp_path / "method" / "adadhp.yaml", {"model": {"init_args": {}}})
-    sweep = load_sweep(write(tmp_path / "sweep.yaml", {
-        "name": "demo",
-        "grid": {
-            "task": ["rte", "cola"],
-            "seed": [0, 1, 2],
-            "method": {"adadhp": "method/adadhp.yaml", "lora": "method/lora.yaml"},
-            "model.init_args.optimizer.init_args.lr": [0.001],
-        },
-        "per_task": {"cola": {"trainer.max_steps": 7}},
-    }))
+    sweep = load_sweep(
+        write(
+            tmp_path / "sweep.yaml",
+            {
+                "name": "demo",
+                "grid": {
+                    "task": ["rte", "cola"],
+                    "seed": [0, 1, 2],
+                    "method": {"adadhp": "method/adadhp.yaml", "lora": "method/lora.yaml"},
+                    "model.init_args.optimizer.init_args.lr": [0.001],
+                },
+                "per_task": {"cola": {"trainer.max_steps": 7}},
+            },
+        )
+    )
     assert sweep.name == "demo"
     assert len(sweep.points) == 2 * 3 * 2
     names = [p.name for p in sweep.points]
@@ -38,8 +45,10 @@ def test_grid_expands_every_combination_with_distinct_folders(tmp_path: Path) ->
     first = sweep.points[0]
     assert first.name == "task=rte,seed=0,method=adadhp,lr=0.001"
     assert first.cli_args() == [
-        "--config", str((tmp_path / "method" / "adadhp.yaml").resolve()),
-        "--data.init_args.task=rte", "--seed_everything=0",
+        "--config",
+        str((tmp_path / "method" / "adadhp.yaml").resolve()),
+        "--data.init_args.task=rte",
+        "--seed_everything=0",
         "--model.init_args.optimizer.init_args.lr=0.001",
     ]
     cola = next(p for p in sweep.points if p.values["task"] == "cola")
@@ -47,13 +56,16 @@ def test_grid_expands_every_combination_with_distinct_folders(tmp_path: Path) ->
     assert "trainer.max_steps" not in first.overrides
 
 
-@pytest.mark.parametrize("spec,message", [
-    ({}, "non-empty 'grid'"),
-    ({"grid": {"task": []}}, "needs a non-empty list of values or a mapping"),
-    ({"grid": {"method": "a.yaml"}}, "needs a non-empty list of values or a mapping"),
-    ({"grid": {"task": ["rte"]}, "per_task": {"cola": {}}}, r"per_task names \['cola'\]"),
-    ({"grid": {"task": ["rte"]}, "grids": {}}, r"Unknown sweep keys \['grids'\]"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({}, "non-empty 'grid'"),
+        ({"grid": {"task": []}}, "needs a non-empty list of values or a mapping"),
+        ({"grid": {"method": "a.yaml"}}, "needs a non-empty list of values or a mapping"),
+        ({"grid": {"task": ["rte"]}, "per_task": {"cola": {}}}, r"per_task names \['cola'\]"),
+        ({"grid": {"task": ["rte"]}, "grids": {}}, r"Unknown sweep keys \['grids'\]"),
+    ],
+)
 def test_bad_sweeps(spec: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         expand(spec)
@@ -69,12 +81,22 @@ def test_missing_sweep_file(tmp_path: Path) -> None:
         load_sweep(tmp_path / "absent.yaml")
 
 
-def fake_run(root: Path, method: str, task: str, seed: int, score: float | None, status: str = "completed") -> None:
-    write(root / f"{method}-{task}-{seed}" / "results.json", {
-        "method": method, "task": task, "seed": seed, "status": status,
-        "headline": "test/score", "metrics": {} if score is None else {"test/score": score},
-        "trainable_params": 10, "total_params": 1000,
-    })
+def fake_run(
+    root: Path, method: str, task: str, seed: int, score: float | None, status: str = "completed"
+) -> None:
+    write(
+        root / f"{method}-{task}-{seed}" / "results.json",
+        {
+            "method": method,
+            "task": task,
+            "seed": seed,
+            "status": status,
+            "headline": "test/score",
+            "metrics": {} if score is None else {"test/score": score},
+            "trainable_params": 10,
+            "total_params": 1000,
+        },
+    )
 
 
 def test_report_table_means_and_stds(tmp_path: Path) -> None:

@@ -70,7 +70,10 @@ class Table:
         if self.failed:
             lines.append("")
             lines.append(f"{len(self.failed)} run(s) without results:")
-            lines += [f"- {f['run_dir']}: {f.get('status', 'unknown')} {f.get('error', '')}".rstrip() for f in self.failed]
+            lines += [
+                f"- {f['run_dir']}: {f.get('status', 'unknown')} {f.get('error', '')}".rstrip()
+                for f in self.failed
+            ]
         return "\n".join(lines)
 
 
@@ -88,7 +91,9 @@ def find_results(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
         for file in files:
             found.append((file.parent, json.loads(file.read_text())))
     if not found:
-        raise FileNotFoundError(f"No {RESULTS_FILE} under {[str(p) for p in paths]}: are the runs finished?")
+        raise FileNotFoundError(
+            f"No {RESULTS_FILE} under {[str(p) for p in paths]}: are the runs finished?"
+        )
     return found
 
 
@@ -110,7 +115,9 @@ def build_table(results: list[tuple[Path, dict[str, Any]]]) -> Table:
     for run_dir, result in results:
         score = headline(result)
         if result.get("status") != "completed" or score is None:
-            failed.append({"run_dir": str(run_dir), **{k: result.get(k) for k in ("status", "error")}})
+            failed.append(
+                {"run_dir": str(run_dir), **{k: result.get(k) for k in ("status", "error")}}
+            )
             continue
         method, task = str(result.get("method", "?")), str(result.get("task", "?"))
         methods += [method] if method not in methods else []
@@ -137,8 +144,16 @@ def write_report(table: Table, output_dir: str | Path) -> dict[str, Path]:
         writer = csv.writer(f)
         writer.writerow(["method", "task", "mean", "std", "n", "trainable_percent"])
         for (method, task), cell in table.cells.items():
-            writer.writerow([method, task, f"{cell.mean:.4f}", f"{cell.std:.4f}", len(cell.scores),
-                             f"{table.trainable_percent.get(method, math.nan):.6f}"])
+            writer.writerow(
+                [
+                    method,
+                    task,
+                    f"{cell.mean:.4f}",
+                    f"{cell.std:.4f}",
+                    len(cell.scores),
+                    f"{table.trainable_percent.get(method, math.nan):.6f}",
+                ]
+            )
     _plot(table, paths["plot"])
     return paths
 
@@ -150,7 +165,9 @@ def _plot(table: Table, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     width = 0.8 / max(1, len(table.methods))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(table.tasks) * max(1, len(table.methods)) ** 0.5), 3.5))
+    fig, ax = plt.subplots(
+        figsize=(max(5.0, 1.2 * len(table.tasks) * max(1, len(table.methods)) ** 0.5), 3.5)
+    )
     for i, method in enumerate(table.methods):
         xs, means, stds = [], [], []
         for j, task in enumerate(table.tasks):
@@ -169,13 +186,43 @@ def _plot(table: Table, path: Path) -> None:
     plt.close(fig)
 
 
-def report(paths: list[str | Path], output_dir: str | Path | None = None) -> tuple[Table, dict[str, Path]]:
+def report(
+    paths: list[str | Path], output_dir: str | Path | None = None
+) -> tuple[Table, dict[str, Path]]:
     """Find runs under ``paths``, build the table, write it next to the first path."""
     results = find_results(paths)
     table = build_table(results)
     if not table.cells:
-        raise ValueError(f"None of the {len(results)} runs under {[str(p) for p in paths]} completed")
+        raise ValueError(
+            f"None of the {len(results)} runs under {[str(p) for p in paths]} completed"
+        )
     target = Path(output_dir) if output_dir else Path(paths[0])
     if target.is_file():
         target = target.parent
     return table, write_report(table, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hadamard_lit report RUN_DIR... [--output DIR]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hadamard_lit report",
+        description="Aggregate finished runs (their results.json) into methods x tasks, mean ± std over seeds.",
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", help="run folders, or folders holding them (e.g. a sweep's)"
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="where to write report.{md,csv,png} (default: the first run dir)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        table, paths = report(args.run_dirs, args.output)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    print(table.markdown())
+    print(f"\nWrote {paths['markdown']}, {paths['csv']}, {paths['plot']}")
+    return 0

@@ -128,8 +128,8 @@ def expand(
     axes: list[tuple[str, bool, list[tuple[str, Any]]]] = []  # (axis, is_config, values)
     for axis, values in grid.items():
         if isinstance(values, dict) and values:
-            configs = [(str(name), _resolve_config(str(cfg), base)) for name, cfg in values.items()]
-            axes.append((axis, True, configs))
+            named = [(str(name), _resolve_config(str(cfg), base)) for name, cfg in values.items()]
+            axes.append((axis, True, named))
         elif isinstance(values, list) and values:
             axes.append((axis, False, [(str(v), v) for v in values]))
         else:
@@ -145,18 +145,18 @@ def expand(
         raise ValueError(f"per_task names {stray}, which are not on the task axis {sorted(tasks)}")
 
     points = []
-    for combo in itertools.product(*(values for _, _, values in axes)):
-        values: dict[str, Any] = {}
+    for combo in itertools.product(*(choices for _, _, choices in axes)):
+        labels: dict[str, Any] = {}
         overrides: dict[str, Any] = {}
-        configs: list[str] = []
+        stacked: list[str] = []
         for (axis, is_config, _), (label, value) in zip(axes, combo, strict=True):
-            values[axis] = label
+            labels[axis] = label
             if is_config:
-                configs.append(value)
+                stacked.append(value)
             else:
                 overrides[AXIS_ALIASES.get(axis, axis)] = value
-        overrides.update(per_task.get(values.get("task"), {}))
-        points.append(GridPoint(values=values, overrides=overrides, configs=tuple(configs)))
+        overrides.update(per_task.get(labels.get("task"), {}))
+        points.append(GridPoint(values=labels, overrides=overrides, configs=tuple(stacked)))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ValueError("Two grid points map to the same run folder; make axis values distinct")

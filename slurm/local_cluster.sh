@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# A real one-node SLURM cluster on this machine, from Debian's packages, for tests and demos.
+#
+#   slurm/local_cluster.sh install   # apt-get the packages (root; ~10 s)
+#   slurm/local_cluster.sh start     # start munge, slurmctld, slurmd; wait until idle
+#   slurm/local_cluster.sh env       # print the exports that point slurm commands at it
+#   slurm/local_cluster.sh stop      # stop the daemons (by their pid files)
+#
+# State lives in $HADAMARD_LIT_SLURM_DIR (default /tmp/hadamard_lit_slurm). There is no
+# slurmdbd, hence no real `sacct`: submitit needs it to notice a job that died without
+# writing its result, so `bin/sacct` here answers from `squeue --states=all` instead.
+set -euo pipefail
+
+DIR="${HADAMARD_LIT_SLURM_DIR:-/tmp/hadamard_lit_slurm}"
+CONF="$DIR/slurm.conf"
+CPUS="${HADAMARD_LIT_SLURM_CPUS:-$(nproc)}"
+MEM_MB="${HADAMARD_LIT_SLURM_MEM_MB:-16000}"
+
+install_packages() {
+  if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then
+    return 0
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    slurmctld slurmd slurm-client munge >/dev/null
+}
+
+write_config() {
+  mkdir -p "$DIR"/{state,spool,log,run,bin}
+  cat >"$CONF" <<CONF
+ClusterName=hadamardlit
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MinJobAge=600
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobRequeue=1
+NodeName=localhost CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+  # The sacct stand-in submitit reads job states from (header JobID|State|NodeList).
+  cat >"$DIR/bin/sacct" <<'SACCT'
+#!/usr/bin/env bash
+echo "JobID|State|NodeList"
+squeue --noheader --states=all -o "%i|%T|%N" 2>/dev/null || true
+SACCT
+  chmod +x "$DIR/bin/sacct"
+}
+
+is_up() {
+  [ "$(SLURM_CONF="$CONF" sinfo -h -o %T 2>/dev/null | head -n1)" = "idle" ] ||
+    [ "$(SLURM_CONF="$CONF" sinfo -h -o %T 2>/dev/null | head -n1)" = "mixed" ] ||
+    [ "$(SLURM_CONF="$CONF" sinfo -h -o %T 2>/dev/null | head -n1)" = "allocated" ]
+}
+
+start() {
+  install_packages
+  write_config
+  if is_up; then
+    echo "SLURM already running ($CONF)" >&2
+    return 0
+  fi
+  install -d -o munge -g munge /run/munge
+  pgrep -x munged >/dev/null || runuser -u munge -- munged
+  slurmctld -f "$CONF"
+  slurmd -f "$CONF"
+  for _ in $(seq 1 60); do
+    if is_up; then
+      echo "SLURM up: export SLURM_CONF=$CONF PATH=$DIR/bin:\$PATH" >&2
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "SLURM did not come up; logs in $DIR/log" >&2
+  tail -n 20 "$DIR/log/"*.log >&2 || true
+  return 1
+}
+
+stop() {
+  for pidfile in "$DIR/run/slurmd.pid" "$DIR/run/slurmctld.pid"; do
+    if [ -f "$pidfile" ]; then
+      kill "$(cat "$pidfile")" 2>/dev/null || true
+      rm -f "$pidfile"
+    fi
+  done
+}
+
+case "${1:-}" in
+  install) install_packages ;;
+  start) start ;;
+  stop) stop ;;
+  env) echo "export SLURM_CONF=$CONF PATH=$DIR/bin:\$PATH" ;;
+  *)
+    echo "usage: $0 {install|start|stop|env}" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,211 @@
+"""The job function: one training run in its own folder, callable from anywhere.
+
+:func:`run` is what every array task of ``python -m hadamard_lit submit`` executes, and
+what a user's own submitit or sbatch script can call::
+
+    from hadamard_lit.launch import run
+    results = run(["--config", "configs/t5_glue.yaml", "--data.init_args.task=rte"], "runs/rte")
+
+It writes, in order: ``config.yaml`` (the resolved config, before anything trains),
+checkpoints under ``checkpoints/`` (``last.ckpt`` is what a requeued job resumes from),
+the logger's files, and ``results.json`` (status, metrics, trainable parameters) written
+atomically at the end — a crashed run leaves ``status: failed`` with the error.
+
+:class:`TrainingJob` wraps :func:`run` as a ``submitit.helpers.Checkpointable``: on
+SLURM's time-limit or preemption signal, submitit calls its ``checkpoint()``, which asks
+for the same call again; the requeued call finds ``checkpoints/last.ckpt`` and resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def completed(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run's results."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("status") == "completed"
+    except json.JSONDecodeError:
+        return False
+
+
+def _as_args(config: str | Path | Sequence[str] | dict[str, Any], run_dir: Path) -> list[str]:
+    if isinstance(config, (str, Path)):
+        return ["--config", str(config)]
+    if isinstance(config, dict):
+        import yaml
+
+        source = run_dir / "input_config.yaml"
+        source.write_text(yaml.safe_dump(config, sort_keys=False))
+        return ["--config", str(source)]
+    return [str(a) for a in config]
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def run(
+    config: str | Path | Sequence[str] | dict[str, Any],
+    run_dir: str | Path,
+    test: bool = True,
+    distributed: dict[str, int] | None = None,
+    labels: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit (resuming from ``run_dir/checkpoints/last.ckpt`` if present), then test.
+
+    Args:
+        config: a run config file, a config dict, or CLI arguments
+            (``["--config", "a.yaml", "--data.init_args.task=rte"]``).
+        run_dir: the run's own folder; created if needed.
+        test: also run ``trainer.test`` on the best checkpoint after fitting.
+        distributed: ``{"devices": n, "num_nodes": m}`` for multi-process jobs (SLURM
+            starts the processes; Lightning's SLURM environment finds its rank).
+        labels: names recorded in ``results.json`` for the report, e.g. a sweep point's
+            ``{"task": "rte", "method": "lora", "seed": 0}`` (default: read from the config).
+
+    Returns:
+        The content of ``results.json``.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from hadamard_lit.adapters import (
+        count_parameters,
+        count_trainable_parameters,
+        get_adapter_record,
+    )
+    from hadamard_lit.cli import HadamardCLI
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus:  # torch would otherwise start a thread per core of the node, not of the task
+        import torch
+
+        torch.set_num_threads(int(cpus))
+    args = [*_as_args(config, run_dir), f"--trainer.default_root_dir={run_dir}"]
+    if distributed:
+        args += [
+            f"--trainer.devices={distributed['devices']}",
+            f"--trainer.num_nodes={distributed['num_nodes']}",
+        ]
+    results: dict[str, Any] = {"run_dir": str(run_dir), "status": "running"}
+    rank_zero = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0
+    try:
+        # The job's own sys.argv (submitit's entry point) is not for the CLI.
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            cli = HadamardCLI(args=args, run=False)
+        finally:
+            sys.argv = argv
+        trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+        if rank_zero:
+            (run_dir / CONFIG_FILE).write_text(cli.parser.dump(cli.config, skip_none=False))
+            _write_json_atomic(run_dir / RESULTS_FILE, results)
+        # submitit owns requeueing (TrainingJob.checkpoint); two owners requeue twice.
+        # Lightning's signal handlers read the connector's environment (single-device
+        # strategies have no public one), so that is the one to switch off.
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment):
+            environment.auto_requeue = False
+        trainer.loggers = [_in_run_dir(logger, run_dir) for logger in trainer.loggers]
+        # Fixed, not per logger version: a requeued job must find the last checkpoint.
+        for callback in trainer.checkpoint_callbacks:
+            assert isinstance(callback, ModelCheckpoint)
+            callback.dirpath = str(run_dir / CHECKPOINT_DIR)
+        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+        results.update(_describe(cli))
+        results.update(labels or {})
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+        if test:
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            for row in trainer.test(model, datamodule=datamodule, ckpt_path=best):
+                metrics.update({k: _scalar(v) for k, v in row.items()})
+        adapted = next(
+            m for m in model.modules() if get_adapter_record(m, required=False) is not None
+        )
+        results.update(
+            status="completed",
+            metrics=metrics,
+            headline="test/score" if test else "val/score",
+            trainable_params=count_trainable_parameters(adapted),
+            total_params=count_parameters(adapted),
+            global_step=trainer.global_step,
+            world_size=trainer.world_size,
+        )
+        return results
+    except BaseException as error:
+        results.update(
+            status="failed",
+            error=f"{type(error).__name__}: {error}",
+            traceback=traceback.format_exc(),
+        )
+        raise
+    finally:
+        if rank_zero:
+            _write_json_atomic(run_dir / RESULTS_FILE, results)
+
+
+def _in_run_dir(logger: Any, run_dir: Path) -> Any:
+    """The same file logger writing under ``run_dir`` (a requeued attempt adds a version)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if isinstance(logger, (CSVLogger, TensorBoardLogger)):
+        return type(logger)(save_dir=str(run_dir), name=logger.name or "logs")
+    return logger
+
+
+def _describe(cli: Any) -> dict[str, Any]:
+    """Task, method and seed of a run, for the report."""
+    config = cli.config
+    data_args = (config.get("data") or {}).get("init_args") or {}
+    adapter = ((config.get("model") or {}).get("init_args") or {}).get("adapter") or {}
+    class_path = (
+        adapter.get("class_path", "")
+        if isinstance(adapter, dict)
+        else getattr(adapter, "class_path", "")
+    )
+    return {
+        "task": data_args.get("task") or data_args.get("dataset"),
+        "method": str(class_path).rsplit(".", 1)[-1] or None,
+        "seed": config.get("seed_everything"),
+    }
+
+
+class TrainingJob(submitit.helpers.Checkpointable):
+    """:func:`run` as a submitit job that requeues itself on timeout or preemption.
+
+    Args:
+        distributed: passed to :func:`run` for multi-process tasks.
+    """
+
+    def __init__(self, distributed: dict[str, int] | None = None) -> None:
+        self.distributed = distributed
+
+    def __call__(
+        self, args: Sequence[str], run_dir: str, labels: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return run(list(args), run_dir, distributed=self.distributed, labels=labels)

@@ -1,0 +1,255 @@
+"""``python -m hadamard_lit submit``: a sweep as ONE job array through submitit.
+
+    python -m hadamard_lit submit --config configs/t5_glue.yaml --sweep slurm/t5_glue.yaml \
+        --partition gpu --time 240 --gpus_per_node 1 --array_parallelism 32
+
+Each grid point (see :mod:`hadamard_lit.sweep`) is one array task that runs
+:class:`hadamard_lit.launch.TrainingJob` in its own run folder
+``<output_dir>/<sweep name>/<point name>/``. ``--dry-run`` prints the grid and the sbatch
+script without submitting. ``--wait`` blocks until every task ends, prints a summary
+(a failed task is reported with its error; the others carry on) and the report table.
+
+Requeueing belongs to submitit: on the time-limit / preemption signal it calls the job's
+``checkpoint()``, which requeues the same call; the requeued job resumes from the run's
+last checkpoint. Lightning's own SLURM auto-requeue is switched off in the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hadamard_lit.sweep import Sweep, load_sweep
+
+CLUSTERS = ("auto", "slurm", "local", "debug")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m hadamard_lit submit",
+        description="Submit a sweep (grid of tasks × seeds × methods × any config key) as one job array.",
+    )
+    p.add_argument(
+        "--config", required=True, action="append", help="run config(s), stacked in order"
+    )
+    p.add_argument("--sweep", required=True, help="sweep YAML (see hadamard_lit.sweep)")
+    p.add_argument("--output_dir", default="runs", help="root of the run folders (default: runs)")
+    p.add_argument(
+        "--cluster",
+        default="auto",
+        choices=CLUSTERS,
+        help="submitit executor: auto (SLURM when sbatch exists), slurm, local, debug",
+    )
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--time", type=int, default=60, help="time limit per task, minutes")
+    p.add_argument("--gpus_per_node", type=int, default=0)
+    p.add_argument("--cpus_per_task", type=int, default=2)
+    p.add_argument("--mem_gb", type=float, default=8.0)
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument(
+        "--tasks_per_node",
+        type=int,
+        default=1,
+        help="processes per node; > 1 runs Lightning DDP/FSDP across them",
+    )
+    p.add_argument(
+        "--array_parallelism", type=int, default=16, help="max array tasks running at once"
+    )
+    p.add_argument(
+        "--signal_delay_s",
+        type=int,
+        default=90,
+        help="seconds between the requeue signal and the time limit",
+    )
+    p.add_argument(
+        "--max_requeues", type=int, default=3, help="how often a timed-out task is requeued"
+    )
+    p.add_argument(
+        "--slurm_arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra sbatch parameter, e.g. --slurm_arg account=myproj (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse an existing sweep folder: skip completed points, resubmit the rest",
+    )
+    p.add_argument(
+        "--dry-run",
+        "--dry_run",
+        dest="dry_run",
+        action="store_true",
+        help="print the grid and the sbatch script; submit nothing",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the array, then print the summary and report"
+    )
+    return p
+
+
+def _executor(args: argparse.Namespace, folder: Path) -> Any:
+    import submitit
+
+    cluster = None if args.cluster == "auto" else args.cluster
+    executor = submitit.AutoExecutor(
+        folder=folder / "submitit" / "%j", cluster=cluster, slurm_max_num_timeout=args.max_requeues
+    )
+    extra: dict[str, str] = {}
+    for item in args.slurm_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--slurm_arg expects KEY=VALUE, got {item!r}")
+        extra[key] = value
+    gpus = {"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {}
+    executor.update_parameters(
+        **gpus,
+        name=folder.name,
+        timeout_min=args.time,
+        nodes=args.nodes,
+        tasks_per_node=args.tasks_per_node,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        slurm_partition=args.partition,
+        slurm_array_parallelism=args.array_parallelism,
+        slurm_signal_delay_s=args.signal_delay_s,
+        slurm_additional_parameters=extra,
+    )
+    return executor
+
+
+def _sbatch_preview(executor: Any, array_size: int) -> str:
+    """The sbatch script submitit would write for the array, when the executor is SLURM's."""
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    inner = getattr(executor, "_executor", None)
+    if not isinstance(inner, SlurmExecutor):
+        return f"(executor {executor.cluster!r} runs processes here: no sbatch script)"
+    params = {**inner.parameters, "map_count": array_size}
+    return _make_sbatch_string(command=inner._submitit_command_str, folder=inner.folder, **params)
+
+
+def _print_grid(sweep: Sweep, run_dirs: list[Path], skipped: set[str]) -> None:
+    print(f"Sweep {sweep.name!r}: {len(sweep.points)} grid points")
+    for point, run_dir in zip(sweep.points, run_dirs, strict=True):
+        note = "  (completed, skipped)" if point.name in skipped else ""
+        print(f"  {run_dir}{note}")
+        print(f"      {' '.join(point.cli_args())}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sweep = load_sweep(args.sweep)
+    for config in args.config:
+        if not Path(config).is_file():
+            raise SystemExit(f"Run config {config!r} does not exist")
+    if args.tasks_per_node < 1 or args.nodes < 1:
+        raise SystemExit(
+            f"--tasks_per_node and --nodes must be >= 1, got {args.tasks_per_node}, {args.nodes}"
+        )
+
+    from hadamard_lit.launch import TrainingJob, completed
+
+    sweep_dir = Path(args.output_dir) / sweep.name
+    run_dirs = [sweep_dir / p.name for p in sweep.points]
+    skipped = {p.name for p, d in zip(sweep.points, run_dirs, strict=True) if completed(d)}
+    if skipped and not args.resume and not args.dry_run:
+        raise SystemExit(
+            f"{len(skipped)} run(s) in {sweep_dir} already finished (e.g. {sorted(skipped)[0]}); "
+            "pass --resume to submit only the rest, or choose another --output_dir"
+        )
+    executor = _executor(args, sweep_dir)
+    if args.dry_run:
+        _print_grid(sweep, run_dirs, skipped)
+        count = len(sweep.points) - len(skipped)
+        print(f"\nsbatch script for {count} array task(s):\n" + _sbatch_preview(executor, count))
+        return 0
+
+    todo = [(p, d) for p, d in zip(sweep.points, run_dirs, strict=True) if p.name not in skipped]
+    base_args = [a for config in args.config for a in ("--config", str(Path(config).resolve()))]
+    job_args = [base_args + p.cli_args() for p, _ in todo]
+    dirs = [str(d.resolve()) for _, d in todo]
+    distributed = (
+        {"devices": args.tasks_per_node, "num_nodes": args.nodes}
+        if args.tasks_per_node * args.nodes > 1
+        else None
+    )
+    labels = [dict(p.values) for p, _ in todo]
+    jobs = executor.map_array(TrainingJob(distributed=distributed), job_args, dirs, labels)
+    manifest: dict[str, Any] = {
+        "sweep": sweep.name,
+        "array_job_id": jobs[0].job_id.split("_")[0] if jobs else None,
+        "runs": [
+            {"run_dir": d, "job_id": j.job_id, "values": p.values}
+            for (p, _), d, j in zip(todo, dirs, jobs, strict=True)
+        ],
+    }
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "submitted.json").write_text(json.dumps(manifest, indent=2))
+    print(f"Submitted {len(jobs)} array task(s) as job {manifest['array_job_id']} → {sweep_dir}")
+    if not args.wait:
+        return 0
+    return wait_and_summarise(jobs, dirs, sweep_dir)
+
+
+def _failure_reason(run_dir: Path, error: Exception) -> str:
+    """The run's own error (from results.json) or, if it died before writing one, submitit's."""
+    from hadamard_lit.launch import RESULTS_FILE
+
+    try:
+        recorded = json.loads((run_dir / RESULTS_FILE).read_text()).get("error")
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    if recorded:
+        return str(recorded)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or [type(error).__name__])[-1]
+
+
+def wait_and_summarise(jobs: list[Any], run_dirs: list[str], sweep_dir: Path) -> int:
+    """Wait for every job; print and save which finished and which failed (with why)."""
+    rows = []
+    for job, run_dir in zip(jobs, run_dirs, strict=True):
+        try:
+            result = job.results()[0]  # one per process; rank 0's has the metrics
+            rows.append(
+                {
+                    "run_dir": run_dir,
+                    "job_id": job.job_id,
+                    "state": "COMPLETED",
+                    "score": (result or {})
+                    .get("metrics", {})
+                    .get((result or {}).get("headline", "")),
+                }
+            )
+        except Exception as error:  # a failed task is reported; the others carry on
+            rows.append(
+                {
+                    "run_dir": run_dir,
+                    "job_id": job.job_id,
+                    "state": "FAILED",
+                    "error": _failure_reason(Path(run_dir), error),
+                }
+            )
+    (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2))
+    failed = [r for r in rows if r["state"] != "COMPLETED"]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} task(s) completed")
+    for row in failed:
+        print(f"  FAILED {row['job_id']} {row['run_dir']}: {row['error']}")
+    done = [r["run_dir"] for r in rows if r["state"] == "COMPLETED"]
+    if done:
+        from hadamard_lit.report import report
+
+        table, paths = report(done, output_dir=sweep_dir)
+        print("\n" + table.markdown())
+        print(f"\nReport: {paths['markdown']}, {paths['csv']}, {paths['plot']}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
