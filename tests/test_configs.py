@@ -87,3 +87,99 @@ def test_t5_glue_is_the_papers_sst2_recipe(capsys: pytest.CaptureFixture[str]) -
     assert cfg["data"]["init_args"]["max_length"] == 128
     assert cfg["trainer"]["max_epochs"] == 10
     assert cfg["data"]["init_args"]["task"] == "rte", "one override picks another task"
+
+
+TASK_RECIPES = sorted((CONFIGS / "t5_tasks").glob("*.yaml"))
+STRATEGIES = sorted((CONFIGS / "strategy").glob("*.yaml"))
+SLURM = Path(__file__).resolve().parents[1] / "slurm"
+
+
+def _selection(cfg: dict[str, Any]) -> dict[str, Any]:
+    (callback,) = [
+        c
+        for c in cfg["trainer"]["callbacks"] or []
+        if c["class_path"].endswith("AdaptiveSelection")
+    ]
+    return callback["init_args"]
+
+
+def test_t5_glue_prunes_on_the_papers_sst2_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = parsed(capsys, CONFIGS / "t5_glue.yaml")
+    selection = _selection(cfg)
+    assert (
+        selection["target"],
+        selection["t_init"],
+        selection["t_final"],
+        selection["delta_t"],
+    ) == (96, 400, 3600, 500)
+
+
+def test_there_is_a_recipe_for_each_of_the_17_tasks() -> None:
+    from hadamard_lit.data.tasks import task_names
+
+    assert {p.stem for p in TASK_RECIPES} == set(task_names())
+
+
+@pytest.mark.parametrize("recipe", TASK_RECIPES, ids=lambda p: p.stem)
+def test_task_recipe_stacks(recipe: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = parsed(capsys, CONFIGS / "t5_glue.yaml", recipe)
+    assert cfg["data"]["init_args"]["task"] == recipe.stem
+    selection = _selection(cfg)
+    assert selection["target"] == 96 and selection["t_init"] < selection["t_final"]
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m.stem != "adadhp"], ids=lambda p: p.stem)
+def test_baseline_fragments_drop_the_selection(
+    method: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = parsed(capsys, CONFIGS / "t5_glue.yaml", method)
+    assert not cfg["trainer"]["callbacks"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda p: p.stem)
+def test_strategy_fragment_stacks(strategy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = parsed(capsys, CONFIGS / "t5_glue.yaml", strategy)
+    expected = yaml.safe_load(strategy.read_text())["trainer"]
+    for key, value in expected.items():
+        got = cfg["trainer"][key]
+        if isinstance(value, dict):
+            assert got["class_path"] == value["class_path"]
+        else:
+            assert got == value
+
+
+@pytest.mark.parametrize(
+    "sweep,run_config",
+    [
+        ("t5_nlu.yaml", "t5_glue.yaml"),
+        ("llama_math.yaml", "llama_math.yaml"),
+        ("quickstart.yaml", "quickstart.yaml"),
+    ],
+)
+def test_slurm_sweeps_expand_to_valid_configs(
+    sweep: str, run_config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hadamard_lit.sweep import load_sweep
+
+    points = load_sweep(SLURM / sweep).points
+    assert len({p.name for p in points}) == len(points)
+    for point in (points[0], points[-1]):
+        with pytest.raises(SystemExit) as exited:
+            HadamardCLI(
+                args=[
+                    "fit",
+                    "--config",
+                    str(CONFIGS / run_config),
+                    *point.cli_args(),
+                    "--print_config",
+                ]
+            )
+        assert exited.value.code == 0, capsys.readouterr().err
+        capsys.readouterr()
+
+
+def test_t5_nlu_sweep_is_the_papers_grid() -> None:
+    from hadamard_lit.sweep import load_sweep
+
+    points = load_sweep(SLURM / "t5_nlu.yaml").points
+    assert len(points) == 17 * 5 * 3

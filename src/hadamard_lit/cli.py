@@ -12,7 +12,9 @@ Model and datamodule are chosen by ``class_path`` (any ``AdapterModule`` subclas
 ``LightningDataModule``), the method by ``model.init_args.adapter.class_path``. The
 module's tokenizer is handed to the datamodule (``data.init_args.tokenizer`` is linked,
 not set), and the module takes the task from the datamodule at ``setup``. Defaults: a
-CSV logger under ``runs/``, a ``checkpoint:`` section (``ModelCheckpoint`` keeping the best
+CSV logger under ``runs/``, a ``checkpoint:`` section (``SelectionAwareCheckpoint``: a
+``ModelCheckpoint`` that, with AdaDHP's ``AdaptiveSelection``, ranks only checkpoints taken
+after pruning has finished; keeping the best
 on ``val/score``), a ``last_checkpoint:`` section (``last.ckpt`` after every epoch, to
 resume from), the resolved config saved next to the logs.
 """
@@ -29,6 +31,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from hadamard_lit import __version__
 from hadamard_lit.backbones import check_output_dir
+from hadamard_lit.callbacks import SelectionAwareCheckpoint
 from hadamard_lit.modules.base import AdapterModule
 
 #: Where runs go unless the config names a logger of its own.
@@ -141,7 +144,7 @@ class HadamardCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SelectionAwareCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         # One tokenizer, the backbone's: the datamodule gets the module's loaded one.
