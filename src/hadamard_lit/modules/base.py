@@ -281,12 +281,13 @@ class AdapterModule(LightningModule):
             logger.log_metrics({k: float(v) for k, v in stats.items()}, step=0)
 
     def on_train_epoch_start(self) -> None:
-        """Make the epoch's randomness (shuffle order, dropout) a function of (seed, epoch).
+        """Make the epoch's global randomness (dropout, and the order of any datamodule
+        that shuffles with torch's global RNG) a function of (seed, epoch).
 
-        Lightning checkpoints do not carry RNG state, and a shuffling ``DataLoader`` draws
-        its order from torch's global RNG when the epoch's iterator is made: without this,
-        a run resumed from an epoch-end checkpoint would see other batches than the
-        uninterrupted run. Only when a seed was set (``seed_everything``; the CLI sets one).
+        Lightning checkpoints do not carry RNG state: without this, a run resumed from an
+        epoch-end checkpoint would draw other random numbers than the uninterrupted run.
+        (hadamard_lit's own datamodules order batches with ``EpochShuffleSampler``, which
+        needs no global RNG.) Only when a seed was set (``seed_everything``; the CLI sets one).
         """
         if self._seeded_epoch != self.current_epoch:
             self._seed_epoch(self.current_epoch)
