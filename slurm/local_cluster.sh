@@ -76,8 +76,11 @@ start() {
     return 0
   fi
   install -d -o munge -g munge /run/munge
-  pgrep -x munged >/dev/null || runuser -u munge -- munged
-  slurmctld -f "$CONF"
+  # --force: a machine that was stopped uncleanly leaves munge's socket behind.
+  pgrep -x munged >/dev/null || runuser -u munge -- munged --force
+  rm -f "$DIR"/run/*.pid
+  # -c: a fresh cluster each start, never jobs recovered from an earlier one's state.
+  slurmctld -c -f "$CONF"
   slurmd -f "$CONF"
   for _ in $(seq 1 60); do
     if is_up; then
