@@ -12,14 +12,12 @@ of tokens (unmerged LoRA's ``B (A x)`` does). Identity at init (``B = 0``); merg
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
-from hadamard_lit.adapters.lora import check_low_rank_options, init_low_rank_pair
+from hadamard_lit.adapters.base import AdapterLayer
+from hadamard_lit.adapters.lora import LowRankStrategy, init_low_rank_pair
 
 
 class HUTLinear(AdapterLayer):
@@ -61,7 +59,7 @@ class HUTLinear(AdapterLayer):
         return f"{super().extra_repr()}, rank={self.rank}, scaling={self.scaling}"
 
 
-class HUT(AdapterStrategy):
+class HUT(LowRankStrategy):
     """HUT on the attention query and value projections by default.
 
     Args:
@@ -71,28 +69,6 @@ class HUT(AdapterStrategy):
         dropout: dropout on the update path's input (training only).
         modules_to_save: modules trained in full (the task head by default).
     """
-
-    default_targets: ClassVar[dict[str, list[str]]] = {
-        "t5": ["q", "v"],
-        "t5_gated": ["q", "v"],
-        "bert": ["query", "value"],
-        "gpt2": ["c_attn"],
-        "llama": ["q_proj", "v_proj"],
-    }
-
-    def __init__(
-        self,
-        target_modules: list[str] | None = None,
-        rank: int = 8,
-        alpha: float = 8.0,
-        dropout: float = 0.0,
-        modules_to_save: list[str] | None = None,
-    ) -> None:
-        super().__init__(target_modules, modules_to_save)
-        check_low_rank_options(rank, alpha, dropout)
-        self.rank = rank
-        self.alpha = alpha
-        self.dropout = dropout
 
     def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
         return HUTLinear(base, self.rank, self.alpha, self.dropout)

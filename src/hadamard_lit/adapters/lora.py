@@ -68,14 +68,15 @@ class LoRALinear(AdapterLayer):
         return f"{super().extra_repr()}, rank={self.rank}, scaling={self.scaling}"
 
 
-class LoRA(AdapterStrategy):
-    """LoRA on the attention query and value projections by default.
+class LowRankStrategy(AdapterStrategy):
+    """What LoRA and HUT share: a rank-``r`` pair ``B A`` per target, scaled by ``alpha / r``.
 
     Args:
-        target_modules: module-name patterns; ``None`` for the family default.
+        target_modules: module-name patterns; ``None`` for the family default (the
+            attention query and value projections).
         rank: the rank ``r`` of ``B A`` (> 0).
         alpha: the scale numerator: the update is multiplied by ``alpha / rank``.
-        dropout: dropout on the LoRA path's input.
+        dropout: dropout on the update path's input (training only).
         modules_to_save: modules trained in full (the task head by default).
     """
 
@@ -100,6 +101,18 @@ class LoRA(AdapterStrategy):
         self.rank = rank
         self.alpha = alpha
         self.dropout = dropout
+
+
+class LoRA(LowRankStrategy):
+    """LoRA on the attention query and value projections by default.
+
+    Args:
+        target_modules: module-name patterns; ``None`` for the family default.
+        rank: the rank ``r`` of ``B A`` (> 0).
+        alpha: the scale numerator: the update is multiplied by ``alpha / rank``.
+        dropout: dropout on the LoRA path's input.
+        modules_to_save: modules trained in full (the task head by default).
+    """
 
     def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
         return LoRALinear(base, self.rank, self.alpha, self.dropout)
