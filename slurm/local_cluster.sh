@@ -13,7 +13,9 @@ set -euo pipefail
 
 DIR="${HADAMARD_LIT_SLURM_DIR:-/tmp/hadamard_lit_slurm}"
 CONF="$DIR/slurm.conf"
-CPUS="${HADAMARD_LIT_SLURM_CPUS:-$(nproc)}"
+# `env -u`: nproc reports OMP_NUM_THREADS when that is set (the test suite sets it to 1),
+# and a node declared with 1 CPU leaves multi-process jobs pending for ever.
+CPUS="${HADAMARD_LIT_SLURM_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 MEM_MB="${HADAMARD_LIT_SLURM_MEM_MB:-16000}"
 
 install_packages() {
@@ -95,12 +97,32 @@ start() {
 }
 
 stop() {
+  # Cancel what is left and let it end first: slurmd killed under a running step waits on
+  # that step's slurmstepd for ever, and the next start then finds a half-dead node.
+  if is_up; then
+    SLURM_CONF="$CONF" scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 1 60); do
+      [ -z "$(SLURM_CONF="$CONF" squeue -h -o %i 2>/dev/null)" ] && break
+      sleep 0.5
+    done
+  fi
+  local pids=""
   for pidfile in "$DIR/run/slurmd.pid" "$DIR/run/slurmctld.pid"; do
     if [ -f "$pidfile" ]; then
+      pids="$pids $(cat "$pidfile")"
       kill "$(cat "$pidfile")" 2>/dev/null || true
       rm -f "$pidfile"
     fi
   done
+  for _ in $(seq 1 20); do
+    alive=0
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  # Whatever is still there after 10 s (a stuck daemon or step) is killed outright.
+  for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
+  pkill -9 -x slurmstepd 2>/dev/null || true
 }
 
 case "${1:-}" in

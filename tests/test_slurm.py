@@ -307,8 +307,16 @@ def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
         torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6)
 
 
+def _node_cpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout
+    return max((int(n) for n in out.split() if n.isdigit()), default=0)
+
+
+@pytest.mark.timeout(420)
 def test_two_process_ddp_job(cluster: str, tmp_path: Path) -> None:
     slurm_only(cluster)
+    if _node_cpus() < 2:
+        pytest.skip(f"needs a SLURM node with 2 CPUs; this cluster's has {_node_cpus()}")
     config = run_config(tmp_path, strategy="ddp")
     sweep = sweep_file(tmp_path, {"seed": [0]}, name="ddp")
     code = submit.main(
