@@ -14,6 +14,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # other processes (measured: the MiniLM test took 126 s with 2 threads, 32 s with 1).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# Without a GPU, importing deepspeed (jsonargparse does, to read DeepSpeedStrategy's
+# signature) prints an accelerator warning to stdout, into --print_config's YAML.
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 # -- modules, CLI and configs: tiny backbones, real tokenizers, real data ------------------
 

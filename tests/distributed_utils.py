@@ -5,7 +5,8 @@
   and validate on CPU. Not a user feature.
 * :func:`run_script`: run a script that starts a multi-process Lightning fit (Lightning
   launches the other ranks by re-running the same command), with a small, offline
-  environment, and fail with its output when it fails.
+  environment, and fail with its output when it fails; :func:`run_python` the same for
+  any ``python`` command line (``-m hadamard_lit fit ...``).
 * :data:`requires_deepspeed`: a skip marker with the reason.
 """
 
@@ -69,6 +70,16 @@ def deepspeed_cpu_strategy(stage: int, **kwargs: Any) -> Any:
 
 def run_script(script: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python script args...`` in a fresh process; raise with its output on failure."""
+    return run_python(str(script), *args, timeout=timeout)
+
+
+def run_python(
+    *args: str, timeout: float = 300, env_overrides: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python args...`` (a script, or ``-m module``) like :func:`run_script`.
+
+    ``env_overrides`` replace the defaults (``DS_ACCELERATOR="cuda"`` on a GPU machine).
+    """
     env = dict(os.environ)
     env.update(
         HF_HUB_OFFLINE="1",
@@ -79,11 +90,12 @@ def run_script(script: Path, *args: str, timeout: float = 300) -> subprocess.Com
         TORCH_EXTENSIONS_DIR=torch_extensions_dir(),
         PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
     )
+    env.update(env_overrides or {})
     # Whatever launched pytest (torchrun, SLURM) must not make the script think it is a rank.
     for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS"):
         env.pop(key, None)
     proc = subprocess.run(
-        [sys.executable, str(script), *args],
+        [sys.executable, *args],
         cwd=str(REPO),
         env=env,
         capture_output=True,
@@ -92,7 +104,7 @@ def run_script(script: Path, *args: str, timeout: float = 300) -> subprocess.Com
     )
     if proc.returncode != 0:
         raise AssertionError(
-            f"{script.name} {' '.join(args)} failed ({proc.returncode}):\n"
+            f"python {' '.join(args)} failed ({proc.returncode}):\n"
             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-8000:]}"
         )
     return proc

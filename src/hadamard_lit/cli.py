@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -33,6 +32,7 @@ from hadamard_lit import __version__
 from hadamard_lit.backbones import check_output_dir
 from hadamard_lit.callbacks import SelectionAwareCheckpoint
 from hadamard_lit.modules.base import AdapterModule
+from hadamard_lit.modules.sharding import read_checkpoint
 
 #: Where runs go unless the config names a logger of its own.
 DEFAULT_SAVE_DIR = "runs"
@@ -71,7 +71,8 @@ class HadamardTrainer(Trainer):
         Args:
             model: the module the run config describes (rebuilt, not trained).
             datamodule: unused; the run config names one.
-            ckpt_path: the adapter checkpoint to load (``last.ckpt``, a best checkpoint).
+            ckpt_path: the adapter checkpoint to load (``last.ckpt``, a best checkpoint):
+                a file, or the directory a DeepSpeed run saves.
             output_dir: folder for ``config.json``, weights and tokenizer; written
                 atomically (temporary folder, then renamed).
             overwrite: replace a non-empty ``output_dir``.
@@ -82,7 +83,7 @@ class HadamardTrainer(Trainer):
             raise TypeError(f"export needs an AdapterModule, got {type(model).__name__}")
         check_output_dir(output_dir, overwrite)  # before the minutes a big backbone takes
         safe = True if weights_only is None else weights_only
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=safe)
+        checkpoint = read_checkpoint(ckpt_path, weights_only=safe)
         model.load_state_dict(checkpoint["state_dict"])
         path = model.export_pretrained(output_dir, overwrite=overwrite)
         if self.is_global_zero:

@@ -15,7 +15,8 @@ are never matched by substring.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -307,27 +308,47 @@ def _full(t: Tensor) -> Tensor:
     return full_tensor() if callable(full_tensor) else t
 
 
+def _shape(param: Tensor) -> tuple[int, ...]:
+    # A DTensor's shape is the global one; a ZeRO-3 parameter's data is a placeholder.
+    return tuple(getattr(param, "ds_shape", param.shape))
+
+
+def _gathered(params: list[nn.Parameter], modifier_rank: int | None = None) -> Any:
+    """Whole DeepSpeed ZeRO-3 parameters inside the context (collective); else a no-op.
+
+    With ``modifier_rank``, what that rank writes to them is kept and re-partitioned.
+    """
+    zero3 = [p for p in params if hasattr(p, "ds_id")]
+    if not zero3:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(zero3, modifier_rank=modifier_rank)
+
+
 def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """What the applied strategy trains, by full parameter name, detached, on CPU-able tensors.
+    """What the applied strategy trains, by full parameter name, detached, whole.
 
     Adapter tensors and the parameters of ``modules_to_save`` only: a few megabytes even
-    for a 7B backbone.
+    for a 7B backbone. Sharded parameters (FSDP2 DTensors, DeepSpeed ZeRO-3 partitions)
+    are gathered, so every rank must call this (it is collective there).
     """
     record = get_adapter_record(model)
     params = dict(model.named_parameters())
-    return {name: _full(params[name]).detach().clone() for name in record.trained_parameters}
+    with _gathered([params[name] for name in record.trained_parameters]):
+        return {name: _full(params[name]).detach().clone() for name in record.trained_parameters}
 
 
-def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
-    """Copy an :func:`adapter_state_dict` into ``model`` (the same strategy applied).
+def check_adapter_state(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> None:
+    """Check that an adapter state dict with these names and ``shapes`` fits ``model``.
 
     Raises:
         ValueError: keys missing or unexpected, or shapes that differ.
     """
     record = get_adapter_record(model)
     expected = set(record.trained_parameters)
-    missing = sorted(expected - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected)
+    missing = sorted(expected - shapes.keys())
+    unexpected = sorted(shapes.keys() - expected)
     if missing or unexpected:
         raise ValueError(
             f"Adapter state dict does not fit {record.strategy.name} on "
@@ -337,13 +358,27 @@ def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> 
         )
     params = dict(model.named_parameters())
     bad = [
-        f"{n}: {tuple(state_dict[n].shape)} vs {tuple(_full(params[n]).shape)}"
+        f"{n}: {tuple(shapes[n])} vs {_shape(params[n])}"
         for n in record.trained_parameters
-        if tuple(state_dict[n].shape) != tuple(_full(params[n]).shape)
+        if tuple(shapes[n]) != _shape(params[n])
     ]
     if bad:
         raise ValueError(f"Adapter state dict shapes differ from the model's: {bad[:5]}")
-    with torch.no_grad():
+
+
+def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Copy an :func:`adapter_state_dict` into ``model`` (the same strategy applied).
+
+    Collective where parameters are sharded (FSDP2, ZeRO-3): every rank must call it.
+
+    Raises:
+        ValueError: keys missing or unexpected, or shapes that differ.
+    """
+    check_adapter_state(model, {name: value.shape for name, value in state_dict.items()})
+    record = get_adapter_record(model)
+    params = dict(model.named_parameters())
+    trained = [params[name] for name in record.trained_parameters]
+    with torch.no_grad(), _gathered(trained, modifier_rank=0):
         for name in record.trained_parameters:
             param = params[name]
             value = state_dict[name]
@@ -360,9 +395,14 @@ def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> 
 def count_trainable_parameters(model: nn.Module) -> int:
     """Number of trainable elements in ``model`` (shared parameters counted once)."""
     # A DTensor's numel is the global one, so sharded models count the same.
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(_numel(p) for p in model.parameters() if p.requires_grad)
 
 
 def count_parameters(model: nn.Module) -> int:
     """Number of elements in ``model``'s parameters (shared parameters counted once)."""
-    return sum(p.numel() for p in model.parameters())
+    return sum(_numel(p) for p in model.parameters())
+
+
+def _numel(param: Tensor) -> int:
+    # A ZeRO-3 parameter's data is an empty placeholder; ds_numel is its whole size.
+    return int(getattr(param, "ds_numel", param.numel()))

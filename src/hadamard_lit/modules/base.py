@@ -28,6 +28,7 @@ from typing import Any, Literal, cast
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
@@ -39,6 +40,7 @@ from hadamard_lit.adapters import (
     AdaDHP,
     AdapterStrategy,
     adapter_state_dict,
+    check_adapter_state,
     count_parameters,
     count_trainable_parameters,
     get_adapter_record,
@@ -51,6 +53,13 @@ from hadamard_lit.backbones import (
     save_pretrained_atomic,
 )
 from hadamard_lit.modules.hparams import make_hparams_portable
+from hadamard_lit.modules.sharding import (
+    CLIENT_STATE_KEY,
+    data_parallel_mesh,
+    fully_shard_blocks,
+    restores_weights_itself,
+    transformers_zero3_config,
+)
 
 Stage = Literal["val", "test"]
 
@@ -158,6 +167,7 @@ class AdapterModule(LightningModule):
         self.model: Any = None  # the transformers model, built in configure_model
         self.metrics = nn.ModuleDict()
         self.trainable_params: int | None = None
+        self._hf_deepspeed_config: Any = None  # see sharding.transformers_zero3_config
         self._seeded_epoch: int | None = None
 
     # -- building ------------------------------------------------------------------------
@@ -178,15 +188,29 @@ class AdapterModule(LightningModule):
         return self.load_backbone()
 
     def configure_model(self) -> None:
-        """Build the backbone and apply the adapter, once (later calls do nothing)."""
-        if self.model is not None:
-            return
-        model = self.build_model()
-        self.adapter.apply(model)
-        # from_pretrained returns eval mode; Lightning (2.6) no longer calls .train() itself,
-        # so dropout would silently stay off in training.
-        model.train(self.training)
-        self.model = model
+        """Build the backbone and apply the adapter, once (later calls do nothing).
+
+        Under a strategy with a device mesh (``ModelParallelStrategy``: FSDP2), also
+        ``fully_shard`` each transformer block and then the backbone, once. Under DeepSpeed
+        ZeRO-3 (called inside ``deepspeed.zero.Init``), transformers is told so.
+        """
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if self.model is None:
+            self._hf_deepspeed_config = transformers_zero3_config(strategy)
+            model = self.build_model()
+            self.adapter.apply(model)
+            # from_pretrained returns eval mode; Lightning (2.6) no longer calls .train()
+            # itself, so dropout would silently stay off in training.
+            model.train(self.training)
+            self.model = model
+        if self.device_mesh is not None:
+            fully_shard_blocks(self.model, data_parallel_mesh(self.device_mesh))
+        if restores_weights_itself(strategy):
+            # Strict, FSDP2's set_model_state_dict would ask an adapter-only checkpoint for
+            # every frozen weight, and DeepSpeed's engine hands load_state_dict ZeRO-3
+            # placeholders or (exclude_frozen_parameters) no frozen weights at all.
+            # on_load_checkpoint checks the adapter's names and shapes instead.
+            self.strict_loading = False
 
     def build_metrics(self) -> MetricCollection | None:
         """Metrics for validation and test (cloned per stage); ``None`` for none."""
@@ -299,11 +323,22 @@ class AdapterModule(LightningModule):
             self._seeded_epoch = epoch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """On resume, seed the epoch about to start before its iterator is made.
+        """Check the adapter where the strategy loads it; on resume, seed the epoch.
+
+        FSDP2 (``ModelParallelStrategy``) and DeepSpeed restore the weights themselves,
+        non-strictly, before this hook, and pass it no ``state_dict``: the checkpoint's
+        record of its adapter's names and shapes is checked against this module instead.
 
         A resumed fit makes the first epoch's iterator before ``on_train_epoch_start``
         (an uninterrupted one after it), so the seeding happens here for that epoch.
+
+        Raises:
+            ValueError: the checkpoint's adapter does not fit this module.
         """
+        shapes = checkpoint.get("hadamard_lit", {}).get("shapes")
+        if "state_dict" not in checkpoint and shapes is not None:
+            self.configure_model()
+            self._check_checkpoint_shapes(shapes)
         if self._trainer is None:  # load_from_checkpoint: nothing will train
             return
         progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
@@ -354,9 +389,50 @@ class AdapterModule(LightningModule):
         return {MODEL_PREFIX + k: v for k, v in adapter_state_dict(self.model).items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Replace the full state dict by the adapter's (the backbone is rebuilt on load)."""
-        checkpoint["state_dict"] = self.adapter_checkpoint_state()
-        checkpoint["hadamard_lit"] = {"adapter": self.adapter.name, "adapter_only": True}
+        """Replace the full state dict by the adapter's (the backbone is rebuilt on load).
+
+        The adapter tensors are whole (gathered from FSDP2 or ZeRO-3 shards: every rank
+        gets here). Lightning's DeepSpeed strategy leaves ``state_dict`` out of what it
+        saves, so there they also go into the client state (see ``sharding.read_checkpoint``).
+        """
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDPStrategy):
+            state = self._adapter_from_full_state(checkpoint.get("state_dict", {}))
+        else:
+            state = self.adapter_checkpoint_state()
+        checkpoint["state_dict"] = state
+        checkpoint["hadamard_lit"] = {
+            "adapter": self.adapter.name,
+            "adapter_only": True,
+            "shapes": {k: list(v.shape) for k, v in state.items()},
+        }
+        if isinstance(strategy, DeepSpeedStrategy):
+            checkpoint[CLIENT_STATE_KEY] = state
+
+    def _adapter_from_full_state(self, full: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        # FSDP1 (Lightning's FSDPStrategy) keeps parameters as views of flat shards outside
+        # forward; its state dict (state_dict_type="full") is whole, on rank 0 only.
+        names = [MODEL_PREFIX + n for n in get_adapter_record(self.model).trained_parameters]
+        if not full:  # ranks > 0 save nothing
+            return {}
+        missing = [n for n in names if n not in full]
+        if missing:
+            raise ValueError(
+                "Adapter-only checkpoints under FSDPStrategy need state_dict_type='full'; "
+                f"the strategy's state dict lacks {missing[:3]}"
+            )
+        return {n: full[n].detach().cpu().clone() for n in names}
+
+    def _check_checkpoint_shapes(self, shapes: Mapping[str, list[int]]) -> None:
+        stray = sorted(k for k in shapes if not k.startswith(MODEL_PREFIX))
+        try:
+            if stray:
+                raise ValueError(f"keys outside the backbone: {stray[:5]}")
+            check_adapter_state(self.model, {k[len(MODEL_PREFIX) :]: v for k, v in shapes.items()})
+        except ValueError as err:
+            raise ValueError(
+                f"This checkpoint does not fit {type(self).__name__} with {self.adapter!r}: {err}"
+            ) from err
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
