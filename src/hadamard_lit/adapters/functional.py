@@ -10,39 +10,86 @@ This function saves only
 
 * ``x`` itself, when ``l`` needs a gradient (the layer input; no new tensor, and often
   shared by several layers, e.g. q/k/v), and
-* its own output ``y``, when ``r`` needs a gradient: ``W (l ⊙ x)`` is recovered in the
-  backward as ``(y - c - b) / r``. The next operation usually saves ``y`` anyway
-  (attention saves q/k/v, GELU saves its input), so this is often free too.
+* its own output ``y``, when ``r`` needs a gradient: ``Σₜ g ⊙ W (l ⊙ x)`` is recovered in
+  the backward as ``(Σₜ g ⊙ y − s ⊙ Σₜ g) / r`` with ``s`` the unscaled shift (bias and/or
+  ``c``). The next operation often saves ``y`` anyway (GELU saves its input, eager
+  attention its q/k/v), so this is often free too.
 
 Recovery is exact up to rounding where ``|r|`` is not tiny. Where some ``|r|`` is below
-``RECOVERY_MIN_SCALE`` (a sign of divergence, never seen in normal training) the backward
-recomputes ``W (l ⊙ x)`` from ``x`` instead, and in half precision with an unscaled bias
-(where ``y - b`` would cancel digits) it saves the pre-scale output outright.
+``RECOVERY_MIN_SCALE`` at forward time (a sign of divergence, never seen in normal
+training), or in half precision with an unscaled bias (where ``y − b`` would cancel
+digits), the forward saves the pre-scale output ``W (l ⊙ x) [+ b]`` instead of ``y``.
 
-No weight-sized tensor is created in forward or backward: the frozen ``W`` gets no
-gradient GEMM, which is what makes an activation-side method cheap.
+Speed: the scales act on the activations only; no weight-sized tensor is formed in the
+forward or the backward, and the frozen ``W`` gets no gradient GEMM. What the scales add
+per token is element-wise: the two products in the forward, and in the backward the
+reductions ``Σₜ g ⊙ y`` and ``Σₜ (∂L/∂(l ⊙ x)) ⊙ x``, done in row blocks that stay in
+cache. (Folding the scales into ``diag(r) W diag(l)`` when tokens outnumber features was
+measured: 2.5% faster on MiniLM, not worth a weight-sized tensor per layer per step.)
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-#: Below this magnitude, an output scale is not used to recover ``W (l ⊙ x)`` from ``y``.
+#: Below this magnitude, a scale is not divided out of a saved tensor or a gradient.
 RECOVERY_MIN_SCALE = 1e-2
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def _compute_dtype(x: Tensor) -> tuple[torch.dtype, bool]:
+    """The dtype to compute in, and whether autocast is on (and must be paused)."""
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return x.dtype
+        return torch.get_autocast_dtype(device_type), True
+    return x.dtype, False
 
 
 def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _has_tiny(scale: Tensor) -> bool:
+    return bool(scale.abs().min() < RECOVERY_MIN_SCALE)
+
+
+#: Rows of ``a ⊙ b`` formed at a time by :func:`_dot_over_tokens`: about this many elements,
+#: so the product is summed while it is still in cache (on a 1 MiB-L2 CPU it nearly halves
+#: the time of the reduction over a (2048, 1536) activation).
+_REDUCTION_CHUNK = 1 << 18
+
+
+def _dot_over_tokens(a: Tensor, b: Tensor, sum_a: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``Σₜ a ⊙ b`` (and ``Σₜ a`` if asked) over the rows of two ``(tokens, features)`` tensors.
+
+    Accumulates in float32 (or wider). Done in row blocks so the product never makes a
+    round trip through main memory: this is all the per-token work the scales add.
+    """
+    acc = torch.promote_types(a.dtype, torch.float32)
+    rows, cols = a.shape
+    step = max(1, _REDUCTION_CHUNK // max(cols, 1))
+    if rows <= 2 * step:
+        return (a * b).sum(0, dtype=acc), (a.sum(0, dtype=acc) if sum_a else None)
+    dot = torch.zeros(cols, dtype=acc, device=a.device)
+    total = torch.zeros(cols, dtype=acc, device=a.device) if sum_a else None
+    buffer = torch.empty(step, cols, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
+    for start in range(0, rows, step):
+        a_rows, b_rows = a[start : start + step], b[start : start + step]
+        product = torch.mul(a_rows, b_rows, out=buffer[: a_rows.shape[0]])
+        dot.add_(product.sum(0, dtype=acc))
+        if total is not None:
+            total.add_(a_rows.sum(0, dtype=acc))
+    return dot, total
 
 
 class _ScaledLinear(torch.autograd.Function):
@@ -57,38 +104,42 @@ class _ScaledLinear(torch.autograd.Function):
         out_shift: Tensor | None,
         scale_bias: bool,
     ) -> Tensor:
-        dtype = _compute_dtype(x)
+        dtype, autocast = _compute_dtype(x)
         out_features, in_features = weight.shape
         x2 = x.reshape(-1, in_features)
         w = weight.to(dtype)
         b, l, r, c = (_as(t, dtype) for t in (bias, in_scale, out_scale, out_shift))  # noqa: E741
-        with torch.autocast(x.device.type, enabled=False):
-            xc = x2.to(dtype)
-            pre = (xc * l if l is not None else xc) @ w.t()
-            if b is not None and scale_bias:
-                pre = pre + b
-            y = pre * r if r is not None else pre
-            if b is not None and not scale_bias:
-                y = y + b
-            if c is not None:
-                y = y + c
 
-        # Decide what the backward will need (see the module docstring).
         need_l = in_scale is not None and ctx.needs_input_grad[3]
         need_r = out_scale is not None and ctx.needs_input_grad[4]
-        save_pre = (
-            need_r and b is not None and not scale_bias and dtype in (torch.float16, torch.bfloat16)
+        # Save W (l ⊙ x) [+ b] itself where y cannot give it back accurately (see above).
+        keep_pre = need_r and (
+            (b is not None and not scale_bias and dtype in (torch.float16, torch.bfloat16))
+            or _has_tiny(r)  # type: ignore[arg-type]
         )
+        with torch.autocast(x.device.type, enabled=False) if autocast else nullcontext():
+            xc = x2.to(dtype)
+            xs = xc * l if l is not None else xc
+            pre = None
+            if r is None:
+                y = F.linear(xs, w, _add(b, c))
+            else:
+                pre = F.linear(xs, w, b if scale_bias else None)
+                shift = _add(None if scale_bias else b, c)
+                # In place unless pre is what the backward keeps: one tensor fewer to allocate.
+                y = pre * r if keep_pre else pre.mul_(r)
+                y = y if shift is None else y.add_(shift)
+
         ctx.scale_bias = scale_bias
         ctx.dtype = dtype
-        ctx.save_pre = save_pre
+        ctx.keep_pre = keep_pre
         ctx.x_shape = x.shape
         ctx.x_dtype = x.dtype
         out = y.view(*x.shape[:-1], out_features)
-        saved_x = x if (need_l or need_r or ctx.needs_input_grad[1]) else None
+        saved_x = x if (need_l or ctx.needs_input_grad[1]) else None
         # Saving the returned tensor itself (not an intermediate) keeps autograd's check
         # that nothing modified it in place before the backward.
-        saved_y = pre if save_pre else (out if need_r else None)
+        saved_y = pre if keep_pre else (out if need_r else None)
         ctx.save_for_backward(saved_x, saved_y, weight, bias, in_scale, out_scale, out_shift)
         return out
 
@@ -104,54 +155,41 @@ class _ScaledLinear(torch.autograd.Function):
         xc = None if x is None else x.reshape(-1, in_features).to(dtype)
 
         grad_x = grad_w = grad_b = grad_l = grad_r = grad_c = None
+        # y = r ⊙ pre + s, with s the part of the output that r does not scale.
+        shift = None if r is None else _add(None if ctx.scale_bias else b, c)
+        recover_with_shift = need_r and not ctx.keep_pre and shift is not None
+        g_sum = gy = None
+        if need_r:
+            saved = y if ctx.keep_pre else y.reshape(-1, out_features).to(dtype)
+            gy, g_sum = _dot_over_tokens(g, saved, sum_a=recover_with_shift)
+        if g_sum is None and (need_c or need_b):
+            g_sum = g.sum(0, dtype=torch.promote_types(g.dtype, torch.float32))
         if need_c:
-            grad_c = g.sum(0, dtype=torch.float32).to(out_shift.dtype)
-        if need_b and not ctx.scale_bias:
-            grad_b = g.sum(0, dtype=torch.float32).to(bias.dtype)
-        if r is not None:
-            if need_r:
-                pre = _recover_pre_activation(ctx, y, x, w, b, l, r, c)
-                grad_r = (g * pre).sum(0, dtype=torch.float32).to(out_scale.dtype)
-            g = g * r
-        if need_b and ctx.scale_bias:
-            grad_b = g.sum(0, dtype=torch.float32).to(bias.dtype)
+            assert g_sum is not None
+            grad_c = g_sum.to(out_shift.dtype)
+        if need_b:
+            assert g_sum is not None
+            grad_b = (g_sum * r if (ctx.scale_bias and r is not None) else g_sum).to(bias.dtype)
+        if need_r:
+            assert gy is not None and r is not None
+            if recover_with_shift:
+                assert shift is not None and g_sum is not None
+                gy = gy - shift * g_sum
+            grad_r = (gy if ctx.keep_pre else gy / r).to(out_scale.dtype)
         if need_w:
             assert xc is not None
+            gr = g * r if r is not None else g
             xl = xc * l if l is not None else xc
-            grad_w = (g.t() @ xl).to(weight.dtype)
+            grad_w = (gr.t() @ xl).to(weight.dtype)
         if need_x or need_l:
-            gx = g @ w
+            gx = (g * r if r is not None else g) @ w
             if need_l:
                 assert xc is not None
-                grad_l = (gx * xc).sum(0, dtype=torch.float32).to(in_scale.dtype)
+                grad_l = _dot_over_tokens(gx, xc)[0].to(in_scale.dtype)
             if need_x:
-                grad_x = (gx * l if l is not None else gx).to(ctx.x_dtype).reshape(ctx.x_shape)
+                gx = gx.mul_(l) if l is not None else gx  # gx is ours
+                grad_x = gx.to(ctx.x_dtype).reshape(ctx.x_shape)
         return grad_x, grad_w, grad_b, grad_l, grad_r, grad_c, None
-
-
-def _recover_pre_activation(
-    ctx: Any,
-    y: Tensor,
-    x: Tensor,
-    w: Tensor,
-    b: Tensor | None,
-    l: Tensor | None,  # noqa: E741 - the paper's name for the input-side vector
-    r: Tensor,
-    c: Tensor | None,
-) -> Tensor:
-    """``W (l ⊙ x)`` (plus ``b`` when the bias is scaled), from what the forward saved."""
-    if ctx.save_pre:
-        return y.to(ctx.dtype)
-    if bool((r.abs() < RECOVERY_MIN_SCALE).any()):
-        xc = x.reshape(-1, w.shape[1]).to(ctx.dtype)
-        pre = (xc * l if l is not None else xc) @ w.t()
-        return pre + b if (b is not None and ctx.scale_bias) else pre
-    y = y.reshape(-1, r.shape[0]).to(ctx.dtype)
-    if c is not None:
-        y = y - c
-    if b is not None and not ctx.scale_bias:
-        y = y - b
-    return y / r
 
 
 def scaled_linear(
