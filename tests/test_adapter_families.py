@@ -18,6 +18,7 @@ from hadamard_lit.adapters import (
     AdapterLayer,
     FullFineTuning,
     HadamardAdapter,
+    HeadOnly,
     LoRA,
     adapter_state_dict,
     count_trainable_parameters,
@@ -150,3 +151,38 @@ def test_t5_v1_1_defaults_target_the_gated_ffn() -> None:
     assert any(n.endswith("DenseReluDense.wi_0") for n in names)
     assert any(n.endswith("DenseReluDense.wi_1") for n in names)
     assert any(n.endswith("DenseReluDense.wo") for n in names)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_head_only_trains_the_head_and_nothing_else(family: str, tmp_path) -> None:
+    model = build(family)
+    inputs = batch(family, seed=7)
+    frozen = output(model, family, inputs)
+    assert HeadOnly().apply(model) == []
+    record = get_adapter_record(model)
+    assert record.trained_parameters and all(
+        n.startswith("classifier.") for n in record.trained_parameters
+    )
+    assert count_trainable_parameters(model) == sum(
+        p.numel() for p in model.classifier.parameters()
+    )
+    one_step(model, family)
+    trained = output(model, family, inputs)
+    assert not torch.allclose(trained, frozen)
+    fresh = build(family)
+    HeadOnly().apply(fresh)
+    load_adapter_state_dict(fresh, adapter_state_dict(model))
+    torch.testing.assert_close(output(fresh, family, inputs), trained, atol=0, rtol=0)
+    get_adapter_record(model).strategy.merge(model)
+    model.save_pretrained(tmp_path / "merged")
+    reloaded = AUTO[family].from_pretrained(tmp_path / "merged").eval()
+    torch.testing.assert_close(output(reloaded, family, inputs), trained, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_head_only_without_a_head_is_an_error(family: str) -> None:
+    model = build(family)
+    with pytest.raises(ValueError, match="no task head on .*modules_to_save"):
+        HeadOnly().apply(model)
+    assert get_adapter_record(model, required=False) is None
+    assert all(p.requires_grad for p in model.parameters()), "a failed apply froze the model"

@@ -70,6 +70,7 @@ def test_method_fragment_stacks(method: Path, capsys: pytest.CaptureFixture[str]
         "lora": "LoRA",
         "ia3": "IA3",
         "full": "FullFineTuning",
+        "head_only": "HeadOnly",
     }[method.stem]
     assert adapter == expected
     # The run config's other choices survive the stacking.

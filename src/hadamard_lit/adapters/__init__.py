@@ -19,6 +19,7 @@ from hadamard_lit.adapters.base import (
 )
 from hadamard_lit.adapters.full import FullFineTuning
 from hadamard_lit.adapters.hadamard_adapter import HadamardAdapter, HadamardAdapterLinear
+from hadamard_lit.adapters.head_only import HeadOnly
 from hadamard_lit.adapters.hut import HUT, HUTLinear
 from hadamard_lit.adapters.ia3 import IA3, IA3Linear
 from hadamard_lit.adapters.lora import LoRA, LoRALinear
@@ -36,6 +37,7 @@ __all__ = [
     "HUTLinear",
     "HadamardAdapter",
     "HadamardAdapterLinear",
+    "HeadOnly",
     "IA3Linear",
     "LoRA",
     "LoRALinear",
