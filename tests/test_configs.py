@@ -47,7 +47,15 @@ def test_every_config_is_tested() -> None:
         "llama_math.yaml",
         "quickstart.yaml",
     }
-    assert {p.stem for p in METHODS} == {"adadhp", "hut", "hadamard_adapter", "lora", "ia3", "full"}
+    assert {p.stem for p in METHODS} == {
+        "adadhp",
+        "hut",
+        "hadamard_adapter",
+        "lora",
+        "ia3",
+        "full",
+        "head_only",
+    }
 
 
 @pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: p.name)
