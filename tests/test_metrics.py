@@ -91,6 +91,15 @@ def test_cola_mcc_parity() -> None:
     )
 
 
+@pytest.mark.parametrize("constant", [0, 1])
+def test_cola_mcc_is_zero_for_one_class_predictions_as_in_glue(constant: int) -> None:
+    # scikit-learn (GLUE's scorer) gives 0; torchmetrics' own epsilon formula gives ~0.04.
+    target = [1] * 345 + [0] * 155
+    assert compute("cola", [constant] * 500, target)["matthews_corrcoef"] == 0.0
+    assert compute("cola", [1, 0, 1], [1, 1, 1])["matthews_corrcoef"] == 0.0
+    assert compute("cola", [1, 0, 1, 0], [1, 0, 1, 0])["matthews_corrcoef"] == pytest.approx(1.0)
+
+
 def test_mrpc_accuracy_f1_and_average() -> None:
     values = compute("mrpc", PREDS, TARGET)
     acc, f1 = ref_accuracy(PREDS, TARGET), ref_f1(PREDS, TARGET)

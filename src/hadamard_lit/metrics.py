@@ -41,12 +41,12 @@ from torch import Tensor
 from torchmetrics import (
     Accuracy,
     F1Score,
-    MatthewsCorrCoef,
     Metric,
     MetricCollection,
     PearsonCorrCoef,
     SpearmanCorrCoef,
 )
+from torchmetrics.classification import BinaryMatthewsCorrCoef, MulticlassMatthewsCorrCoef
 from torchmetrics.utilities import dim_zero_cat
 
 from hadamard_lit.data.answers import normalize_answer
@@ -205,6 +205,33 @@ class TaskMetrics(MetricCollection):
         return f"{self.prefix or ''}{name}{self.postfix or ''}"
 
 
+class _ZeroWhenDegenerate:
+    """Matthews correlation as GLUE computes it (scikit-learn): 0 when every prediction, or
+    every target, is one class (the formula's denominator is 0).
+
+    torchmetrics (1.x) scores that case with an epsilon-based formula instead: a model that
+    predicts "acceptable" for all 500 of CoLA's capped test rows would get 0.037, and
+    look better than chance in a table.
+    """
+
+    confmat: Tensor
+
+    def compute(self) -> Tensor:
+        confmat = self.confmat
+        predicted, actual = (confmat.sum(0) > 0).sum(), (confmat.sum(1) > 0).sum()
+        if predicted < 2 or actual < 2:
+            return torch.zeros((), device=confmat.device)
+        return super().compute()  # type: ignore[misc]
+
+
+class GlueBinaryMatthewsCorrCoef(_ZeroWhenDegenerate, BinaryMatthewsCorrCoef):
+    """:class:`BinaryMatthewsCorrCoef`, 0 for one-class predictions or targets (GLUE)."""
+
+
+class GlueMulticlassMatthewsCorrCoef(_ZeroWhenDegenerate, MulticlassMatthewsCorrCoef):
+    """:class:`MulticlassMatthewsCorrCoef`, 0 for one-class predictions or targets (GLUE)."""
+
+
 def _make_metric(name: str, spec: TaskSpec) -> Metric:
     if spec.num_labels == 2:
         kind: dict[str, Any] = {"task": "binary"}
@@ -216,7 +243,9 @@ def _make_metric(name: str, spec: TaskSpec) -> Metric:
         # MRPC/QQP F1 and MultiRC's F1a: binary F1 of the positive class, over all rows.
         return F1Score(task="binary")
     if name == "matthews_corrcoef":
-        return MatthewsCorrCoef(**kind)
+        if spec.num_labels == 2:
+            return GlueBinaryMatthewsCorrCoef()
+        return GlueMulticlassMatthewsCorrCoef(num_classes=spec.num_labels)
     if name == "pearson":
         return PearsonCorrCoef()
     if name == "spearman":
