@@ -54,7 +54,10 @@ class AdaDHP(AdapterStrategy):
 
     Defaults are the authors': every T5 attention (self and cross) and FFN matrix,
     BERT/RoBERTa ``query, key, value, dense``, GPT-2 ``c_attn``, Llama ``q_proj, v_proj``.
-    On t5-base: 192 matrices, 405,504 parameters.
+    On t5-base: 192 matrices, 405,504 parameters. ``dense`` is a name suffix, matched as
+    peft matches it (the authors' code is peft's): the attention-output, intermediate and
+    output ``dense`` of every layer, and the pooler's ``dense`` where the model has a pooler
+    (a 6-layer BERT with a pooler: 37 matrices). A task head is never adapted.
 
     Args:
         target_modules: module-name patterns; ``None`` for the family default.
