@@ -230,3 +230,6 @@ def _full_values(param: Any) -> list[torch.Tensor]:
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     run_case(sys.argv[1], sys.argv[2])
+    from hadamard_lit.cli import release_process_groups
+
+    release_process_groups()  # else a late gloo all-gather can abort the exit (see there)

@@ -29,22 +29,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from hadamard_lit.adapters.base import _gathered
 from hadamard_lit.data import NLUDataModule
 
 #: The runs' shared set-up: global batch 8 (4 per rank on 2 processes), 32 rows, 4 steps an epoch.
 GLOBAL_BATCH = 8
 TRAIN_ROWS = 32
 LR = 1e-2
-
-
-def _gathered(params: list[nn.Parameter]) -> AbstractContextManager[Any]:
-    """Whole ZeRO-3 parameters inside the context (collective); else nothing to do."""
-    zero3 = [p for p in params if hasattr(p, "ds_id")]
-    if not zero3:
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(zero3)
 
 
 def _fsdp1_full(trainer: pl.Trainer) -> AbstractContextManager[Any]:
@@ -231,3 +222,6 @@ if __name__ == "__main__":
     parser.add_argument("--max-epochs", type=int, required=True)
     parser.add_argument("--ckpt-path")
     run_deepspeed(parser.parse_args())
+    from hadamard_lit.cli import release_process_groups
+
+    release_process_groups()  # else a late gloo collective can abort the exit (see there)

@@ -96,7 +96,7 @@ def run(
         count_trainable_parameters,
         get_adapter_record,
     )
-    from hadamard_lit.cli import HadamardCLI
+    from hadamard_lit.cli import HadamardCLI, release_process_groups
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +156,7 @@ def run(
             global_step=trainer.global_step,
             world_size=trainer.world_size,
         )
+        release_process_groups()
         return results
     except BaseException as error:
         results.update(
