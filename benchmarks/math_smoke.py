@@ -14,7 +14,8 @@ datamodule from the run config (the same objects ``python -m hadamard_lit test/f
 
 The only addition is a recorder around ``CausalLMModule.generate_answers`` that keeps the
 generated texts and the wall time of each generation batch (the exact match is also
-recomputed from the recorded texts, as a check on the logged ``test/exact_match``).
+recomputed from the recorded texts, as a check on the logged ``test/exact_match``: a
+mismatch is printed as a warning and recorded as ``matches_logged: false``).
 
 Writes ``benchmarks/results/<tag>.json`` (settings, before/after exact match, steps, wall
 times, the training loss per step, example generations, versions) and ``<tag>.md``.
@@ -157,6 +158,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gold = list(data.datasets["test"]["answers"])
         result = score(module, generations["texts"], gold)
         result["logged_test_exact_match"] = float(logged["test/exact_match"])
+        result["matches_logged"] = (
+            abs(result["exact_match"] - result["logged_test_exact_match"]) < 1e-6
+        )
+        if not result["matches_logged"]:
+            print(
+                f"[{name}] WARNING: exact match recomputed from the texts "
+                f"({result['exact_match']:.4f}) differs from the logged one "
+                f"({result['logged_test_exact_match']:.4f})",
+                flush=True,
+            )
         result["generation_batch_seconds"] = generations["batch_seconds"]
         result["generation_batch_sizes"] = generations["batch_sizes"]
         result["texts"] = generations["texts"]

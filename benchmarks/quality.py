@@ -35,7 +35,7 @@ method (``--methods``)  lr      trains (trainable parameters, head included)
                                 ``dense`` per layer, and the pooler's (43k)
 ``adadhp_sel``          1e-2    the same plus ``AdaptiveSelection``: 19 of the 37
                                 matrices left (target 0.5; t_init 10%, t_final 60%,
-                                delta_t 2.5% of the steps) (22k at the end)
+                                delta_t 2.5% of the steps) (24-27k at the end)
 ``hut``                 3e-2    W ⊙ (1 + s·BA), r=8, alpha 8, on query and value (74k)
 ``hadamard_adapter``    3e-2    w, b on every attention output, and its LayerNorm (10k)
 ``lora``                5e-3    W + s·BA, r=8, alpha 16, on query and value (74k)
@@ -357,6 +357,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a crash leaves the old file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
 def _timing(point: dict[str, Any]) -> dict[str, Any]:
     return {k: point[k] for k in ("seconds", "cpu_seconds") if k in point}
 
@@ -580,14 +587,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs.mkdir(parents=True, exist_ok=True)
     points = grid_points(args.tasks, args.methods, args.seeds, settings)
     jobs = [_job(p, runs.resolve(), args.keep_checkpoints) for p in points]
+    # Start from the previous record when it is for these settings, so an interrupted rerun
+    # keeps the finished runs' table and notes until it has a new one.
+    previous = {} if args.fresh else _read_json(output / SETTINGS_FILE)
+    if previous.get("settings") != json.loads(json.dumps(settings.__dict__)):
+        previous = {}
     record: dict[str, Any] = {
+        **previous,
         "settings": json.loads(json.dumps(settings.__dict__)),
         "grid": {"tasks": args.tasks, "methods": args.methods, "seeds": args.seeds},
         "workers": args.workers,
         "threads": args.threads,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
-    (output / SETTINGS_FILE).write_text(json.dumps(record, indent=2))
+    _write_json(output / SETTINGS_FILE, record)
     print(
         f"{len(jobs)} runs ({len(args.tasks)} tasks x {len(args.methods)} methods x "
         f"{len(args.seeds)} seeds), {args.max_steps} steps each, batch {args.batch_size}, "
@@ -612,7 +625,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for s in summaries
     ]
-    (output / SETTINGS_FILE).write_text(json.dumps(record, indent=2, default=str))
+    if any(s["status"] != "skipped" for s in summaries):
+        record.pop("note", None)  # a note on earlier runs no longer describes all of them
+    _write_json(output / SETTINGS_FILE, record)
     failed = [s for s in summaries if s["status"] not in ("completed", "skipped")]
     print(table.markdown())
     print(

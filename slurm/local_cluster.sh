@@ -122,7 +122,13 @@ stop() {
   done
   # Whatever is still there after 10 s (a stuck daemon or step) is killed outright.
   for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
-  pkill -9 -x slurmstepd 2>/dev/null || true
+  # Stuck steps of this cluster only (the host may run another): a slurmstepd of ours has
+  # files under $DIR open (the node's log, spool) or runs in it.
+  for pid in $(pgrep -x slurmstepd 2>/dev/null); do
+    if { ls -l "/proc/$pid/fd"; readlink "/proc/$pid/cwd"; } 2>/dev/null | grep -qF -- "$DIR"; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
 }
 
 case "${1:-}" in

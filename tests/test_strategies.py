@@ -395,7 +395,7 @@ def test_deepspeed_resumes(
     # load_from_checkpoint takes the single file Lightning's converter writes.
     converted = tmp_path / "converted.ckpt"
     convert_zero_checkpoint_to_fp32_state_dict(last, converted)
-    module = SequenceClassificationModule.load_from_checkpoint(converted, weights_only=False)
+    module = SequenceClassificationModule.load_from_checkpoint(converted)
     fresh = lambda: tiny_classifier(backbone, minilm, task="sst2")  # noqa: E731
     check_loads_and_exports(last, module, None, tmp_path / "exported", fresh)
 
@@ -447,7 +447,7 @@ def test_gpu_strategies(
     else:
         assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in reference.items()}
     module = SequenceClassificationModule.load_from_checkpoint(
-        last if last.is_file() else _converted(last, tmp_path), weights_only=False
+        last if last.is_file() else _converted(last, tmp_path)
     )
     check_loads_and_exports(last, module, run_dir / "config.yaml", tmp_path / "exported")
 

@@ -5,7 +5,8 @@
 AdaDHP (``l`` and ``r``), (IA)3 (``l`` or ``r``) and the Hadamard Adapter (``r`` and ``c``)
 are all this one computation with different tensors present. Written with plain autograd,
 every adapted layer would save ``l ⊙ x`` *and* ``W (l ⊙ x)`` for its backward (two new
-activation-sized tensors per layer: 1.39x the frozen backbone's peak memory on MiniLM).
+activation-sized tensors per layer: 1.39x the frozen floor's peak memory on MiniLM, as
+METHODS.md measured it).
 This function saves only
 
 * ``x`` itself, when ``l`` needs a gradient (the layer input; no new tensor, and often
@@ -64,6 +65,8 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 
 
 def _has_tiny(scale: Tensor) -> bool:
+    # One scalar read back per adapted layer and step: on a GPU a host sync (a short stall
+    # of the launch queue), the price of never dividing by a near-zero scale.
     return bool(scale.abs().min() < RECOVERY_MIN_SCALE)
 
 
@@ -84,13 +87,14 @@ _REDUCTION_CHUNK = 1 << 18
 def _dot_over_tokens(a: Tensor, b: Tensor, sum_a: bool = False) -> tuple[Tensor, Tensor | None]:
     """``Σₜ a ⊙ b`` (and ``Σₜ a`` if asked) over the rows of two ``(tokens, features)`` tensors.
 
-    Accumulates in float32 (or wider). Done in row blocks so the product never makes a
-    round trip through main memory: this is all the per-token work the scales add.
+    Accumulates in float32 (or wider). On CPU, done in row blocks so the product never
+    makes a round trip through main memory: this is all the per-token work the scales
+    add. Elsewhere in one piece: a loop of small kernels would be bound by launch latency.
     """
     acc = torch.promote_types(a.dtype, torch.float32)
     rows, cols = a.shape
     step = max(1, _REDUCTION_CHUNK // max(cols, 1))
-    if rows <= 2 * step:
+    if rows <= 2 * step or a.device.type != "cpu":
         return (a * b).sum(0, dtype=acc), (a.sum(0, dtype=acc) if sum_a else None)
     dot = torch.zeros(cols, dtype=acc, device=a.device)
     total = torch.zeros(cols, dtype=acc, device=a.device) if sum_a else None
