@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from hadamard_lit.adapters import (
     HUT,
     IA3,
     AdaDHP,
+    AdapterLayer,
     AdapterStrategy,
     FullFineTuning,
     HadamardAdapter,
     LoRA,
+    adapter_layers,
     count_trainable_parameters,
     detect_family,
 )
@@ -200,7 +204,8 @@ class Config:
     Attributes:
         name: short name (command line, JSON).
         label: what the tables call it.
-        group: ``baseline``, ``ours`` or ``peft``.
+        group: ``baseline``, ``ours``, ``reference`` (other ways to write one of ours)
+            or ``peft``.
         peft_ref: the peft configuration it is compared with, if any.
         merge: whether it has a merged-inference figure (our strategies).
     """
@@ -243,6 +248,33 @@ def _floor(model: nn.Module) -> Prepared:
 def _ours(make: Callable[[nn.Module], AdapterStrategy]) -> Callable[[nn.Module], Prepared]:
     def prepare(model: nn.Module) -> Prepared:
         make(model).apply(model)
+        return Prepared(model)
+
+    return prepare
+
+
+# The two straightforward ways to write AdaDHP that METHODS.md measured (step 1.15x and
+# 1.29x the floor, peak memory 1.39x and 1.12x on MiniLM): our layers with their forward
+# swapped, so targets, parameters and initialisation are exactly ours.
+
+
+def _adadhp_plain_autograd(layer: AdapterLayer, x: Tensor) -> Tensor:
+    """``r ⊙ (W (l ⊙ x)) + b`` on the activations, left to autograd."""
+    y = F.linear(x * layer.col_scale, layer.linear_weight) * layer.row_scale
+    return y if layer.bias is None else y + layer.bias
+
+
+def _adadhp_materialised(layer: AdapterLayer, x: Tensor) -> Tensor:
+    """``(W ⊙ r lᵀ) x + b``: a weight-sized tensor per layer, and its gradient GEMM."""
+    weight = layer.linear_weight * layer.row_scale[:, None] * layer.col_scale
+    return F.linear(x, weight, layer.bias)
+
+
+def _adadhp_reference(forward: Callable[[AdapterLayer, Tensor], Tensor]) -> Callable[..., Prepared]:
+    def prepare(model: nn.Module) -> Prepared:
+        AdaDHP().apply(model)
+        for layer in adapter_layers(model).values():
+            layer.forward = types.MethodType(forward, layer)  # type: ignore[method-assign]
         return Prepared(model)
 
     return prepare
@@ -335,6 +367,20 @@ CONFIGS: dict[str, Config] = {
         Config("full", "full fine-tuning", "baseline", _ours(lambda m: FullFineTuning())),
         Config("floor", "frozen floor (1 scalar on inputs + head)", "baseline", _floor),
         Config("adadhp", "AdaDHP", "ours", _ours(lambda m: AdaDHP()), "peft-lora-r1", True),
+        Config(
+            "adadhp-autograd",
+            "AdaDHP, plain autograd (reference)",
+            "reference",
+            _adadhp_reference(_adadhp_plain_autograd),
+            "peft-lora-r1",
+        ),
+        Config(
+            "adadhp-weight",
+            "AdaDHP, materialised W' (reference)",
+            "reference",
+            _adadhp_reference(_adadhp_materialised),
+            "peft-lora-r1",
+        ),
         Config("hut", "HUT r=8", "ours", _ours(lambda m: HUT()), "peft-lora-r8", True),
         Config(
             "hadamard", "Hadamard Adapter", "ours", _ours(lambda m: HadamardAdapter()), merge=True

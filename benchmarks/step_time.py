@@ -19,6 +19,7 @@ Writes ``results/step_time.json``, ``results/step_time.md`` and ``results/step_t
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -39,6 +40,7 @@ from torch import nn
 
 from benchmarks import report
 from benchmarks.memory import MMAP_ENV
+from benchmarks.report import CONTROL
 from benchmarks.setups import (
     BACKBONES,
     CONFIGS,
@@ -154,13 +156,18 @@ def _perturb_adapters(model: nn.Module) -> None:
 
 
 def time_merged(backbone: Backbone, names: list[str], warmup: int, repeats: int) -> dict:
-    """No-grad forward of each merged model against the plain backbone, interleaved."""
+    """No-grad forward of each merged model against the plain backbone, interleaved.
+
+    Also times ``CONTROL`` (see :mod:`benchmarks.report`), a deep copy of the plain model, as the noise control.
+    """
     base = backbone.build().eval()
     batch = backbone.make_batch(base)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if backbone.kind == "seq2seq":  # a teacher-forced decoder pass, as in training
         inputs["decoder_input_ids"] = batch["labels"]
-    models: dict[str, nn.Module] = {"plain": base}
+    # The control: an identical second copy of the plain model (new tensors, same compute).
+    # Its ratio to "plain" is how far two equal models read apart on this machine.
+    models: dict[str, nn.Module] = {"plain": base, CONTROL: copy.deepcopy(base)}
     checks: dict[str, str] = {}
     plain_types = [type(m).__name__ for m in base.modules()]
     for name in names:
