@@ -158,7 +158,7 @@ def _perturb_adapters(model: nn.Module) -> None:
 def time_merged(backbone: Backbone, names: list[str], warmup: int, repeats: int) -> dict:
     """No-grad forward of each merged model against the plain backbone, interleaved.
 
-    Also times ``CONTROL`` (see :mod:`benchmarks.report`), a deep copy of the plain model, as the noise control.
+    Also times ``report.CONTROL``, a deep copy of the plain model, as the noise control.
     """
     base = backbone.build().eval()
     batch = backbone.make_batch(base)

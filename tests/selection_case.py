@@ -232,4 +232,4 @@ if __name__ == "__main__":
     run_case(sys.argv[1], sys.argv[2])
     from hadamard_lit.cli import release_process_groups
 
-    release_process_groups()  # else a late gloo all-gather can abort the exit (see there)
+    release_process_groups()  # else a late gloo all-gather can abort the exit (see its docstring)

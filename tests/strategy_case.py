@@ -224,4 +224,4 @@ if __name__ == "__main__":
     run_deepspeed(parser.parse_args())
     from hadamard_lit.cli import release_process_groups
 
-    release_process_groups()  # else a late gloo collective can abort the exit (see there)
+    release_process_groups()  # else a late gloo collective can abort the exit (see its docstring)
