@@ -173,7 +173,7 @@ def release_process_groups() -> None:
     Call it after a successful distributed run. Left to interpreter exit, a gloo thread can
     finish an FSDP2 all-gather after finalisation has begun. Releasing that work's tensor
     then needs the GIL, and the process aborts ("terminate called without an active
-    exception", exit 134) after a run that succeeded. Seen in 2 of 35 two-process
+    exception", exit 134) after a run that succeeded. Seen in 2 of 20 two-process
     FSDP2 runs here. A no-op outside distributed runs.
     """
     import torch.distributed as dist
