@@ -131,8 +131,15 @@ def cli_in_process(*args: str) -> HadamardCLI:
         return HadamardCLI(args=list(args))
 
 
-def cli_two_processes(config: Path, fragment: str, *args: str, **env: str) -> None:
-    """``python -m hadamard_lit fit`` on 2 processes with a strategy fragment."""
+def cli_fit(
+    config: Path,
+    fragment: str,
+    *args: str,
+    devices: int = 2,
+    timeout: float = 420,
+    env: dict[str, str] | None = None,
+) -> None:
+    """``python -m hadamard_lit fit`` on ``devices`` processes with a strategy fragment."""
     run_python(
         "-m",
         "hadamard_lit",
@@ -142,9 +149,9 @@ def cli_two_processes(config: Path, fragment: str, *args: str, **env: str) -> No
         "--config",
         str(STRATEGIES / f"{fragment}.yaml"),
         "--trainer.devices",
-        "2",
+        str(devices),
         *args,
-        timeout=420,
+        timeout=timeout,
         env_overrides=env,
     )
 
@@ -331,7 +338,7 @@ def test_ddp_through_the_cli(
     shared_data: Path,
 ) -> None:
     config = run_config(tmp_path, "ddp", backbone, minilm, shared_data)
-    cli_two_processes(config, "ddp")
+    cli_fit(config, "ddp")
     run_dir = tmp_path / "ddp" / "version_0"
     check_probes(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -348,13 +355,13 @@ def test_fsdp2_through_the_cli_resumes(
     shared_data: Path,
 ) -> None:
     first = run_config(tmp_path, "first", backbone, minilm, shared_data, max_epochs=1)
-    cli_two_processes(first, "fsdp2")
+    cli_fit(first, "fsdp2")
     stopped = tmp_path / "first" / "version_0" / "checkpoints" / "last.ckpt"
     assert stopped.is_file(), "save_distributed_checkpoint: false writes one file"
     assert sorted(checkpoint_state(stopped)) == sorted(reference)
 
     resumed = run_config(tmp_path, "resumed", backbone, minilm, shared_data)
-    cli_two_processes(resumed, "fsdp2", "--ckpt_path", str(stopped))
+    cli_fit(resumed, "fsdp2", "--ckpt_path", str(stopped))
     run_dir = tmp_path / "resumed" / "version_0"
     check_probes(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -423,21 +430,8 @@ def test_gpu_strategies(
         pytest.importorskip("deepspeed", reason="deepspeed is not installed")
     devices = min(2, torch.cuda.device_count())
     config = run_config(tmp_path, fragment, backbone, minilm, shared_data, accelerator="gpu")
-    extra = ["--trainer.devices", str(devices)]
-    if fragment == "bf16" and devices == 2:
-        extra += ["--trainer.strategy", "ddp"]
-    run_python(
-        "-m",
-        "hadamard_lit",
-        "fit",
-        "--config",
-        str(config),
-        "--config",
-        str(STRATEGIES / f"{fragment}.yaml"),
-        *extra,
-        timeout=600,
-        env_overrides={"DS_ACCELERATOR": "cuda"},
-    )
+    extra = ["--trainer.strategy", "ddp"] if (fragment == "bf16" and devices == 2) else []
+    cli_fit(config, fragment, *extra, devices=devices, timeout=600, env={"DS_ACCELERATOR": "cuda"})
     run_dir = tmp_path / fragment / "version_0"
     check_probes(run_dir, world_size=devices)
     last = run_dir / "checkpoints" / "last.ckpt"
