@@ -42,6 +42,7 @@ from hadamard_lit.modules.sharding import (
     transformer_blocks,
 )
 from strategy_case import GLOBAL_BATCH, LR, TRAIN_ROWS, tiny_classifier
+from test_cli import _trainer
 from tiny_models import BUILDERS
 
 pytestmark = pytest.mark.distributed
@@ -82,23 +83,15 @@ def run_config(
         "max_train_samples": TRAIN_ROWS,
         "max_eval_samples": 16,
     }
+    # test_cli's quiet CPU trainer, with the weight probe on every rank.
+    probed = {
+        "max_epochs": EPOCHS,
+        "callbacks": [{"class_path": "strategy_case.FrozenWeightProbe"}],
+        **trainer,
+    }
     config = {
         "seed_everything": 0,
-        "trainer": {
-            "max_epochs": EPOCHS,
-            "accelerator": "cpu",
-            "devices": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "log_every_n_steps": 1,
-            "num_sanity_val_steps": 0,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(root), "name": name},
-            },
-            "callbacks": [{"class_path": "strategy_case.FrozenWeightProbe"}],
-            **trainer,
-        },
+        "trainer": _trainer(root, name, **probed),
         "model": {
             "class_path": "hadamard_lit.modules.SequenceClassificationModule",
             "init_args": {
@@ -330,6 +323,16 @@ def test_checkpoint_record_is_checked_where_the_strategy_loads(backbone: str, mi
 # -- 2 processes ---------------------------------------------------------------------------
 
 
+def check_cli_run(run_dir: Path, reference: dict[str, torch.Tensor], exported: Path) -> None:
+    """A 2-process CLI run: frozen weights untouched on both ranks, its checkpoint equal to
+    the one-process reference, loadable, and exported to a plain model that matches it."""
+    check_probes(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    check_matches(checkpoint_state(last), reference)
+    module = SequenceClassificationModule.load_from_checkpoint(last)
+    check_loads_and_exports(last, module, run_dir / "config.yaml", exported)
+
+
 def test_ddp_through_the_cli(
     tmp_path: Path,
     reference: dict[str, torch.Tensor],
@@ -339,12 +342,7 @@ def test_ddp_through_the_cli(
 ) -> None:
     config = run_config(tmp_path, "ddp", backbone, minilm, shared_data)
     cli_fit(config, "ddp")
-    run_dir = tmp_path / "ddp" / "version_0"
-    check_probes(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    check_matches(checkpoint_state(last), reference)
-    module = SequenceClassificationModule.load_from_checkpoint(last)
-    check_loads_and_exports(last, module, run_dir / "config.yaml", tmp_path / "exported")
+    check_cli_run(tmp_path / "ddp" / "version_0", reference, tmp_path / "exported")
 
 
 def test_fsdp2_through_the_cli_resumes(
@@ -362,12 +360,7 @@ def test_fsdp2_through_the_cli_resumes(
 
     resumed = run_config(tmp_path, "resumed", backbone, minilm, shared_data)
     cli_fit(resumed, "fsdp2", "--ckpt_path", str(stopped))
-    run_dir = tmp_path / "resumed" / "version_0"
-    check_probes(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    check_matches(checkpoint_state(last), reference)
-    module = SequenceClassificationModule.load_from_checkpoint(last)
-    check_loads_and_exports(last, module, run_dir / "config.yaml", tmp_path / "exported")
+    check_cli_run(tmp_path / "resumed" / "version_0", reference, tmp_path / "exported")
 
 
 @requires_deepspeed
