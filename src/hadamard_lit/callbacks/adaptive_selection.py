@@ -112,6 +112,29 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_schedule_value(name: str, value: Any, allow_zero: bool) -> None:
+    """A schedule point is a step count (int) or a fraction of the fit's steps (float)."""
+    lowest = 0 if allow_zero else 1
+    if _is_int(value):
+        if value < lowest:
+            unit = "optimizer step" if name == "delta_t" else "optimizer steps"
+            raise ValueError(f"{name} must be >= {lowest} {unit}, got {value}")
+        return
+    if isinstance(value, float):
+        ok = 0.0 <= value < 1.0 if allow_zero else 0.0 < value <= 1.0
+        if not ok:
+            interval = "[0, 1)" if allow_zero else "(0, 1]"
+            raise ValueError(
+                f"{name}={value} is a float, so it must be a fraction in {interval} of the "
+                "fit's optimizer steps; pass an int for a number of steps"
+            )
+        return
+    raise ValueError(
+        f"{name} must be an int (optimizer steps) or a float fraction of the fit's steps, "
+        f"got {value!r}"
+    )
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -146,6 +169,12 @@ class AdaptiveSelection(Callback):
             after it). Not peft's ``tfinal``, which is the length of the last phase.
         delta_t: a selection happens every ``delta_t`` steps after ``t_init``, and at
             ``t_final``.
+
+        Each of ``t_init``, ``t_final`` and ``delta_t`` is an int (optimizer steps) or a
+        float (a fraction of the fit's optimizer steps, ``trainer.estimated_stepping_batches``,
+        rounded to the nearest step; ``delta_t`` at least 1): ``t_init=0.1, t_final=0.6,
+        delta_t=0.025`` scales with ``max_steps``. Fractions are resolved when training
+        starts (or by :meth:`resolve_schedule`).
         beta1: EMA factor of the importance ``Ī``.
         beta2: EMA factor of the uncertainty ``Ū``.
         plot: write ``plot_filename`` (score and removal-step heat maps, budget curve)
@@ -167,9 +196,9 @@ class AdaptiveSelection(Callback):
     def __init__(
         self,
         target: int | float,
-        t_init: int,
-        t_final: int,
-        delta_t: int = 1,
+        t_init: int | float,
+        t_final: int | float,
+        delta_t: int | float = 1,
         beta1: float = 0.85,
         beta2: float = 0.85,
         plot: bool = True,
@@ -186,22 +215,28 @@ class AdaptiveSelection(Callback):
                 )
         else:
             raise ValueError(f"target must be an int or a float in (0, 1), got {target!r}")
-        for name, value in (("t_init", t_init), ("t_final", t_final), ("delta_t", delta_t)):
-            if not _is_int(value):
-                raise ValueError(f"{name} must be an int (optimizer steps), got {value!r}")
-        if t_init < 0:
-            raise ValueError(f"t_init must be >= 0, got {t_init}")
-        if t_final <= t_init:
+        _check_schedule_value("t_init", t_init, allow_zero=True)
+        _check_schedule_value("t_final", t_final, allow_zero=False)
+        _check_schedule_value("delta_t", delta_t, allow_zero=False)
+        if _is_int(t_init) and _is_int(t_final) and t_final <= t_init:
             raise ValueError(f"t_final must be > t_init, got t_final={t_final}, t_init={t_init}")
-        if delta_t <= 0:
-            raise ValueError(f"delta_t must be >= 1 optimizer step, got {delta_t}")
+        if isinstance(t_init, float) and isinstance(t_final, float) and t_final <= t_init:
+            raise ValueError(
+                f"t_final must be > t_init, got the fractions t_final={t_final}, t_init={t_init}"
+            )
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta}")
         self.target = target
-        self.t_init = t_init
-        self.t_final = t_final
-        self.delta_t = delta_t
+        #: The schedule as given (steps or fractions of the fit's steps).
+        self.requested_schedule: tuple[int | float, int | float, int | float] = (
+            t_init,
+            t_final,
+            delta_t,
+        )
+        self._steps: tuple[int, int, int] | None = None
+        if all(_is_int(v) for v in self.requested_schedule):
+            self._steps = (int(t_init), int(t_final), int(delta_t))
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self.plot = plot
@@ -229,6 +264,65 @@ class AdaptiveSelection(Callback):
         self._restored_at = 0
 
     # -- read-outs -----------------------------------------------------------------------
+
+    @property
+    def t_init(self) -> int:
+        """Last step of the warm-up, in optimizer steps (fractions resolved)."""
+        return self._schedule_steps()[0]
+
+    @property
+    def t_final(self) -> int:
+        """The step at which pruning ends, in optimizer steps (fractions resolved)."""
+        return self._schedule_steps()[1]
+
+    @property
+    def delta_t(self) -> int:
+        """Steps between selections, in optimizer steps (fractions resolved)."""
+        return self._schedule_steps()[2]
+
+    @property
+    def schedule_resolved(self) -> bool:
+        """Whether ``t_init``, ``t_final`` and ``delta_t`` are known in steps."""
+        return self._steps is not None
+
+    def resolve_schedule(self, total_steps: int) -> tuple[int, int, int]:
+        """Turn fractional ``t_init``/``t_final``/``delta_t`` into steps of a fit of
+        ``total_steps`` optimizer steps; return ``(t_init, t_final, delta_t)``.
+
+        Integer values are kept as they are.
+
+        Raises:
+            ValueError: the resolved schedule is empty (``t_final <= t_init``).
+        """
+        requested = self.requested_schedule
+
+        def steps(value: int | float, minimum: int) -> int:
+            if _is_int(value):
+                return int(value)
+            return max(minimum, math.floor(float(value) * total_steps + 0.5))
+
+        t_init, t_final, delta_t = (
+            steps(requested[0], 0),
+            steps(requested[1], 1),
+            steps(requested[2], 1),
+        )
+        if t_final <= t_init:
+            raise ValueError(
+                f"AdaptiveSelection's schedule t_init={requested[0]}, t_final={requested[1]} "
+                f"gives t_init={t_init} and t_final={t_final} optimizer steps for a fit of "
+                f"{total_steps} steps: t_final must be > t_init. Train longer or widen the window"
+            )
+        self._steps = (t_init, t_final, delta_t)
+        return self._steps
+
+    def _schedule_steps(self) -> tuple[int, int, int]:
+        if self._steps is None:
+            raise RuntimeError(
+                f"AdaptiveSelection's schedule {self.requested_schedule} is given in fractions of "
+                "the fit's optimizer steps; it is resolved when training starts (or call "
+                "`resolve_schedule(total_steps)`)"
+            )
+        return self._steps
 
     @property
     def num_modules(self) -> int:
@@ -355,7 +449,7 @@ class AdaptiveSelection(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if trainer.max_steps != -1 and self.t_final > trainer.max_steps:
+        if self.schedule_resolved and trainer.max_steps != -1 and self.t_final > trainer.max_steps:
             raise ValueError(
                 f"t_final={self.t_final} is beyond the trainer's max_steps={trainer.max_steps}: "
                 "pruning would never finish. Lower t_final or raise max_steps"
@@ -368,6 +462,14 @@ class AdaptiveSelection(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         estimated = trainer.estimated_stepping_batches
+        if not all(_is_int(v) for v in self.requested_schedule):
+            if not math.isfinite(estimated):
+                raise ValueError(
+                    f"AdaptiveSelection's schedule {self.requested_schedule} is in fractions of "
+                    "the fit's optimizer steps, but this fit's length is unknown: set "
+                    "trainer.max_steps or max_epochs, or give t_init/t_final/delta_t in steps"
+                )
+            self.resolve_schedule(int(estimated))
         if math.isfinite(estimated) and self.t_final > estimated:
             raise ValueError(
                 f"t_final={self.t_final} is beyond the {int(estimated)} optimizer steps this fit "
@@ -445,6 +547,7 @@ class AdaptiveSelection(Callback):
             "removed": dict(self._removed),
             "scores": dict(self._scores),
             "last_step": self._last_step,
+            "steps": list(self._steps) if self._steps is not None else None,
             "importance": importance,
             "uncertainty": uncertainty,
         }
@@ -471,9 +574,9 @@ class AdaptiveSelection(Callback):
     def _config(self) -> dict[str, Any]:
         return {
             "target": self.target,
-            "t_init": self.t_init,
-            "t_final": self.t_final,
-            "delta_t": self.delta_t,
+            "t_init": self.requested_schedule[0],
+            "t_final": self.requested_schedule[1],
+            "delta_t": self.requested_schedule[2],
             "beta1": self.beta1,
             "beta2": self.beta2,
         }
@@ -621,6 +724,14 @@ class AdaptiveSelection(Callback):
                 "AdaptiveSelection state does not fit this model: the checkpoint selected among "
                 f"{len(state['modules'])} modules ({state['modules'][:3]}...), the model has "
                 f"{len(self._names)} ({self._names[:3]}...)"
+            )
+        saved_steps = state.get("steps")
+        if saved_steps is not None and tuple(saved_steps) != self._steps:
+            rank_zero_warn(
+                f"AdaptiveSelection resumes with the schedule (t_init, t_final, delta_t) = "
+                f"{self._steps} steps; the checkpoint's run had {tuple(saved_steps)} (its "
+                "fractions were resolved for another number of steps): the run will not match "
+                "an uninterrupted one"
             )
         self._removed = dict(state["removed"])
         self._scores = dict(state["scores"])
