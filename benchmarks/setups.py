@@ -28,10 +28,10 @@ from hadamard_lit.adapters import (
     HadamardAdapter,
     LoRA,
     adapter_layers,
+    architecture_of,
     count_trainable_parameters,
-    detect_family,
 )
-from hadamard_lit.adapters.targets import default_modules_to_save, find_targets
+from hadamard_lit.adapters.targets import default_modules_to_save
 
 # -- backbones --------------------------------------------------------------------------
 
@@ -282,13 +282,11 @@ def _adadhp_reference(forward: Callable[[AdapterLayer, Tensor], Tensor]) -> Call
 
 def strategy_targets(strategy: AdapterStrategy, model: nn.Module) -> list[str]:
     """The exact module names ``strategy`` adapts in ``model`` (so peft gets the same)."""
-    return find_targets(
-        model, strategy.target_patterns(model), exclude=default_modules_to_save(model)
-    )
+    return strategy.target_names(model)
 
 
 def _adadhp_patterns(model: nn.Module) -> list[str]:
-    return AdaDHP().target_patterns(model)
+    return AdaDHP().target_names(model)
 
 
 def peft_available() -> str | None:
@@ -306,7 +304,8 @@ def _peft_common(model: nn.Module) -> dict[str, Any]:
     heads = default_modules_to_save(model)
     return {
         "modules_to_save": heads or None,
-        "fan_in_fan_out": detect_family(model) == "gpt2",  # GPT-2's Conv1D stores W as (in, out)
+        # GPT-2's Conv1D stores W as (in, out).
+        "fan_in_fan_out": architecture_of(model).name == "gpt2",
     }
 
 
@@ -332,8 +331,7 @@ def _peft_ia3(model: nn.Module) -> Prepared:
 
     ours = IA3()
     targets = strategy_targets(ours, model)
-    ff_patterns = IA3.default_feedforward[detect_family(model)]
-    feedforward = find_targets(model, ff_patterns, exclude=default_modules_to_save(model))
+    feedforward = [n for n, o in ours.layer_options(model, targets).items() if o["scale_input"]]
     config = IA3Config(
         target_modules=targets, feedforward_modules=feedforward, **_peft_common(model)
     )

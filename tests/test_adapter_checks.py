@@ -139,7 +139,7 @@ def test_applying_twice() -> None:
 
 def test_unknown_family_needs_explicit_targets() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 3))
-    with pytest.raises(ValueError, match="model_type=None.*Pass `target_modules`"):
+    with pytest.raises(ValueError, match="model_type=None.*Pass target_modules"):
         AdaDHP().apply(model)
     assert AdaDHP(target_modules=["0"]).apply(model) == ["0"]
 

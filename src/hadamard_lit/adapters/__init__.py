@@ -5,6 +5,12 @@ freezes what is not trained, ``merge(model)`` folds the adapters back into plain
 """
 
 from hadamard_lit.adapters.adadhp import AdaDHP, DualHadamardLinear
+from hadamard_lit.adapters.architectures import (
+    ARCHITECTURES,
+    architecture_of,
+    get_architecture,
+    supported_model_types,
+)
 from hadamard_lit.adapters.base import (
     AdapterLayer,
     AdapterRecord,
@@ -23,15 +29,18 @@ from hadamard_lit.adapters.head_only import HeadOnly
 from hadamard_lit.adapters.hut import HUT, HUTLinear
 from hadamard_lit.adapters.ia3 import IA3, IA3Linear
 from hadamard_lit.adapters.lora import LoRA, LoRALinear
-from hadamard_lit.adapters.targets import detect_family
+from hadamard_lit.adapters.roles import ROLES, Architecture
 
 __all__ = [
+    "ARCHITECTURES",
     "HUT",
     "IA3",
+    "ROLES",
     "AdaDHP",
     "AdapterLayer",
     "AdapterRecord",
     "AdapterStrategy",
+    "Architecture",
     "DualHadamardLinear",
     "FullFineTuning",
     "HUTLinear",
@@ -43,10 +52,12 @@ __all__ = [
     "LoRALinear",
     "adapter_layers",
     "adapter_state_dict",
+    "architecture_of",
     "check_adapter_state",
     "count_parameters",
     "count_trainable_parameters",
-    "detect_family",
     "get_adapter_record",
+    "get_architecture",
     "load_adapter_state_dict",
+    "supported_model_types",
 ]

@@ -11,13 +11,14 @@ whole matrices is the ``hadamard_lit.callbacks.AdaptiveSelection`` callback.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
 from hadamard_lit.adapters.functional import scaled_linear
+from hadamard_lit.adapters.roles import Architecture
 
 
 class DualHadamardLinear(AdapterLayer):
@@ -49,28 +50,36 @@ class DualHadamardLinear(AdapterLayer):
             self.col_scale.fill_(1.0)
 
 
+#: Every attention (self and cross) and FFN matrix, and a pretrained pooler: the authors'
+#: choice for T5, BART/OPT and BERT/RoBERTa.
+EVERY_MATRIX = ("attention.*", "cross_attention.*", "ffn.*", "pooler")
+#: The attention query and value (GPT-2's fused c_attn holds both): the authors' Llama choice.
+QUERY_VALUE = ("attention.query", "attention.value", "attention.qkv")
+
+
 class AdaDHP(AdapterStrategy):
     """AdaDHP: two trainable scaling vectors per targeted weight matrix.
 
-    Defaults are the authors': every T5 attention (self and cross) and FFN matrix,
-    BERT/RoBERTa ``query, key, value, dense``, GPT-2 ``c_attn``, Llama ``q_proj, v_proj``.
-    On t5-base: 192 matrices, 405,504 parameters. ``dense`` is a name suffix, matched as
-    peft matches it (the authors' code is peft's): the attention-output, intermediate and
-    output ``dense`` of every layer, and the pooler's ``dense`` where the model has a pooler
-    (a 6-layer BERT with a pooler: 37 matrices). A task head is never adapted.
+    Defaults are the authors' (METHODS.md §1), by role: every attention (self and cross)
+    and FFN matrix of encoders and encoder-decoders (T5 ``q, k, v, o, wi, wo`` and the gated
+    ``wi_0, wi_1``; BART; BERT/RoBERTa ``query, key, value, dense``) and of OPT, with a
+    pretrained pooler (BERT's ``pooler.dense``: peft's suffix match, which the authors' code
+    uses, includes it); the attention query and value of decoders (Llama ``q_proj, v_proj``;
+    GPT-2's fused ``c_attn``). On t5-base: 192 matrices, 405,504 parameters. A task head is
+    never adapted.
 
     Args:
-        target_modules: module-name patterns; ``None`` for the family default.
+        target_modules: module-name patterns; ``None`` for the defaults above.
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    default_targets: ClassVar[dict[str, list[str]]] = {
-        "t5": ["q", "k", "v", "o", "wi", "wo"],
-        "t5_gated": ["q", "k", "v", "o", "wi_0", "wi_1", "wo"],
-        "bert": ["query", "key", "value", "dense"],
-        "gpt2": ["c_attn"],
-        "llama": ["q_proj", "v_proj"],
-    }
+    #: The authors' per-family defaults where they differ from the kind's (OPT is a decoder).
+    family_roles: ClassVar[dict[str, tuple[str, ...]]] = {"opt": EVERY_MATRIX}
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+    def roles_for(self, architecture: Architecture) -> tuple[str, ...]:
+        if architecture.name in self.family_roles:
+            return self.family_roles[architecture.name]
+        return QUERY_VALUE if architecture.kind == "decoder" else EVERY_MATRIX
+
+    def make_layer(self, name: str, base: nn.Module, **options: Any) -> AdapterLayer:
         return DualHadamardLinear(base)

@@ -14,6 +14,7 @@ are never matched by substring.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -24,13 +25,13 @@ import torch
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
-from hadamard_lit.adapters.targets import (
-    default_modules_to_save,
-    detect_family,
-    find_targets,
-)
+from hadamard_lit.adapters.architectures import architecture_of
+from hadamard_lit.adapters.roles import Architecture, expand_roles
+from hadamard_lit.adapters.targets import check_patterns, default_modules_to_save, find_targets
 
 RECORD_ATTR = "hadamard_lit_adapter"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,13 +141,14 @@ class AdapterStrategy(ABC):
 
     Args:
         target_modules: module-name patterns to adapt (dotted suffixes, or ``re:<regex>``);
-            ``None`` uses the method's default for the detected model family.
+            ``None`` adapts the layers playing the method's default roles in the model's
+            architecture (:mod:`hadamard_lit.adapters.architectures`).
         modules_to_save: modules trained in full alongside the adapters (a task head);
             ``None`` picks the model's classification head if it has one, ``[]`` none.
     """
 
-    #: Default target patterns by family (see ``targets.detect_family``).
-    default_targets: ClassVar[dict[str, list[str]]] = {}
+    #: The roles adapted by default (see :mod:`hadamard_lit.adapters.roles`).
+    default_roles: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -155,6 +157,8 @@ class AdapterStrategy(ABC):
     ) -> None:
         if target_modules is not None and not target_modules:
             raise ValueError("target_modules is empty: pass None for the defaults, or patterns")
+        if target_modules is not None:
+            check_patterns("target_modules", target_modules)
         self.target_modules = target_modules
         self.modules_to_save = modules_to_save
 
@@ -165,32 +169,48 @@ class AdapterStrategy(ABC):
     # -- what subclasses provide ---------------------------------------------------------
 
     @abstractmethod
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
-        """The adapter layer that replaces the linear layer ``name``."""
+    def make_layer(self, name: str, base: nn.Module, **options: Any) -> AdapterLayer:
+        """The adapter layer that replaces the linear layer ``name``.
+
+        ``options`` are what :meth:`layer_options` gave for ``name``.
+        """
+
+    def roles_for(self, architecture: Architecture) -> tuple[str, ...]:
+        """The roles adapted by default in ``architecture`` (a hook: AdaDHP's vary by family)."""
+        return self.default_roles
+
+    def layer_options(self, model: nn.Module, targets: list[str]) -> dict[str, dict[str, Any]]:
+        """Per target, keyword arguments for :meth:`make_layer` ((IA)3: which scale)."""
+        return {}
 
     def extra_trainable_modules(self, model: nn.Module, adapted: list[str]) -> list[str]:
         """Modules trained in full because the method says so (none by default)."""
         return []
 
-    def select_targets(
-        self, model: nn.Module, patterns: list[str], exclude: list[str]
-    ) -> list[str]:
-        """Names of the linear layers to adapt (a hook for methods that filter further)."""
-        return find_targets(model, patterns, exclude)
+    def select_targets(self, model: nn.Module, exclude: list[str]) -> list[str]:
+        """Names of the linear layers to adapt: ``target_modules``'s, or the default roles'.
+
+        Raises:
+            ValueError: a pattern selects nothing, or the defaults find nothing to adapt.
+        """
+        if self.target_modules is not None:
+            return find_targets(model, list(self.target_modules), exclude)
+        architecture = architecture_of(model)
+        roles = self.roles_for(architecture)
+        found = architecture.modules_for(model, roles, exclude)
+        if not found:
+            raise ValueError(
+                f"{self.name}'s default roles {list(roles)} match no linear layer of "
+                f"{type(model).__name__} ({architecture.name}); pass target_modules"
+            )
+        _log_defaults(self.name, model, architecture, roles, found)
+        return list(found)
 
     # -- the public API ------------------------------------------------------------------
 
-    def target_patterns(self, model: nn.Module) -> list[str]:
-        """The patterns ``apply`` uses for ``model``: the user's, or the family default."""
-        if self.target_modules is not None:
-            return list(self.target_modules)
-        family = detect_family(model)
-        if family not in self.default_targets:
-            raise ValueError(
-                f"{self.name} has no default target_modules for the {family!r} family; "
-                f"pass target_modules explicitly (defaults exist for {sorted(self.default_targets)})"
-            )
-        return list(self.default_targets[family])
+    def target_names(self, model: nn.Module) -> list[str]:
+        """The modules :meth:`apply` would adapt in ``model`` (nothing is changed)."""
+        return self.select_targets(model, exclude=self._modules_to_save(model))
 
     def apply(self, model: nn.Module) -> list[str]:
         """Inject this method into ``model`` in place; return the adapted module names.
@@ -211,12 +231,13 @@ class AdapterStrategy(ABC):
                 f"apply {self.name} to a freshly loaded model instead"
             )
         saved = self._modules_to_save(model)
-        adapted = self.select_targets(model, self.target_patterns(model), exclude=saved)
+        adapted = self.select_targets(model, exclude=saved)
         extra = self.extra_trainable_modules(model, adapted)
+        options = self.layer_options(model, adapted)
 
         model.requires_grad_(False)
         for name in adapted:
-            layer = self.make_layer(name, model.get_submodule(name))
+            layer = self.make_layer(name, model.get_submodule(name), **options.get(name, {}))
             layer.weight.requires_grad_(False)
             if layer.bias is not None:
                 layer.bias.requires_grad_(False)
@@ -260,6 +281,33 @@ class AdapterStrategy(ABC):
                 f"have; its top-level modules are {tops}"
             )
         return list(self.modules_to_save)
+
+
+def _log_defaults(
+    method: str, model: nn.Module, architecture: Architecture, roles: tuple[str, ...],
+    found: dict[str, str],
+) -> None:  # fmt: skip
+    """One line of what the defaults adapt, and what they asked for but the model lacks."""
+    counts: dict[str, int] = {}
+    for role in found.values():
+        counts[role] = counts.get(role, 0) + 1
+    summary = ", ".join(f"{role} x{n}" for role, n in counts.items())
+    # A whole group asked for (say the FFN) that the entry names but this model lacks, as
+    # Mixtral's fused experts: say so. One absent alternative (T5's wi vs wi_0) is normal.
+    asked = [r for r in expand_roles(roles) if r in architecture.roles]
+    groups = {r.split(".")[0] for r in asked}
+    empty = sorted(g for g in groups if not any(r.split(".")[0] == g for r in counts))
+    missing = [r for r in asked if r.split(".")[0] in empty]
+    if missing:
+        log.warning(
+            "%s on %s (%s): adapts %s; nothing plays %s in this model%s",
+            method, type(model).__name__, architecture.name, summary, missing,
+            f" ({architecture.notes})" if architecture.notes else "",
+        )  # fmt: skip
+    else:
+        log.info(
+            "%s on %s (%s): adapts %s", method, type(model).__name__, architecture.name, summary
+        )
 
 
 # -- free functions --------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from hadamard_lit.adapters.base import (
@@ -19,7 +21,9 @@ class FullFineTuning(AdapterStrategy):
     def __init__(self) -> None:
         super().__init__(target_modules=None, modules_to_save=None)
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:  # pragma: no cover
+    def make_layer(
+        self, name: str, base: nn.Module, **options: Any
+    ) -> AdapterLayer:  # pragma: no cover
         raise NotImplementedError("FullFineTuning injects no layers")
 
     def apply(self, model: nn.Module) -> list[str]:

@@ -121,8 +121,6 @@ class _ScaledLinear(torch.autograd.Function):
         scale_bias: bool,
     ) -> Tensor:
         dtype, autocast = _compute_dtype(x)
-        out_features, in_features = weight.shape
-        x2 = x.reshape(-1, in_features)
         w = weight.to(dtype)
         b, l, r, c = (_as(t, dtype) for t in (bias, in_scale, out_scale, out_shift))  # noqa: E741
 
@@ -134,7 +132,10 @@ class _ScaledLinear(torch.autograd.Function):
             or _has_tiny(r)  # type: ignore[arg-type]
         )
         with torch.autocast(x.device.type, enabled=False) if autocast else nullcontext():
-            xc = x2.to(dtype)
+            # On x's own shape: an output reshaped here would be a view made inside a custom
+            # Function, which autograd forbids the caller to modify in place (Falcon's
+            # parallel block adds into its FFN output).
+            xc = x.to(dtype)
             xs = xc * l if l is not None else xc
             pre = None
             if r is None:
@@ -153,7 +154,7 @@ class _ScaledLinear(torch.autograd.Function):
         ctx.keep_pre = keep_pre
         ctx.x_shape = x.shape
         ctx.x_dtype = x.dtype
-        out = y.view(*x.shape[:-1], out_features)
+        out = y
         saved_x = x if (need_l or ctx.needs_input_grad[1]) else None
         # Saving the returned tensor itself (not an intermediate) keeps autograd's check
         # that nothing modified it in place before the backward.
@@ -178,7 +179,8 @@ class _ScaledLinear(torch.autograd.Function):
         recover_with_shift = need_r and not ctx.keep_pre and shift is not None
         g_sum = gy = None
         if need_r:
-            saved = y if ctx.keep_pre else y.reshape(-1, out_features).to(dtype)
+            saved = y.reshape(-1, out_features)
+            saved = saved if ctx.keep_pre else saved.to(dtype)
             gy, g_sum = _dot_over_tokens(g, saved, sum_a=recover_with_shift)
         if g_sum is None and (need_c or need_b):
             g_sum = g.sum(0, dtype=torch.promote_types(g.dtype, torch.float32))

@@ -15,14 +15,17 @@ Merges into the output projection: ``W_O ← diag(w) W_O``, ``b_O ← w ⊙ b_O 
 
 from __future__ import annotations
 
-from typing import ClassVar
+import logging
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from hadamard_lit.adapters.architectures import architecture_of
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
 from hadamard_lit.adapters.functional import scaled_linear
-from hadamard_lit.adapters.targets import detect_family, find_targets, layer_index, num_layers
+
+log = logging.getLogger(__name__)
 
 
 class HadamardAdapterLinear(AdapterLayer):
@@ -65,45 +68,26 @@ class HadamardAdapterLinear(AdapterLayer):
             self.hadamard_bias.zero_()
 
 
-# Per family: the self-attention output projection, and how to name the normalisation that
-# follows the attention sub-layer from it (post-LN BERT: its own LayerNorm; pre-LN T5,
-# GPT-2, Llama: the next sub-layer's input norm).
-_ATTENTION_OUTPUT = {
-    "t5": r"re:(?:encoder|decoder)\.block\.\d+\.layer\.0\.SelfAttention\.o",
-    "bert": r"re:.*\.attention\.output\.dense",
-    "gpt2": r"re:.*\.h\.\d+\.attn\.c_proj",
-    "llama": r"re:.*\.layers\.\d+\.self_attn\.o_proj",
-}
-_FOLLOWING_NORM = {
-    "t5": ("layer.0.SelfAttention.o", "layer.1.layer_norm"),
-    "bert": ("attention.output.dense", "attention.output.LayerNorm"),
-    "gpt2": ("attn.c_proj", "ln_2"),
-    "llama": ("self_attn.o_proj", "post_attention_layernorm"),
-}
-
-
-def _family(model: nn.Module) -> str:
-    family = detect_family(model)
-    return "t5" if family == "t5_gated" else family
-
-
 class HadamardAdapter(AdapterStrategy):
     """Hadamard Adapter on every (or the chosen) self-attention output.
 
+    By role: the self-attention output projection of every block, and the normalisation
+    after the attention sub-layer (post-LN BERT: its own LayerNorm; pre-LN T5, GPT-2,
+    Llama: the next sub-layer's input norm; see the architecture table). Architectures whose
+    attention and FFN run in parallel off one norm (GPT-J, Phi, most Falcons) have none:
+    there only the adapter and the head train, and the log says so.
+
     Args:
         target_modules: patterns for the attention output projections; ``None`` for the
-            family's self-attention output projection.
-        layers: indices of the layers to adapt (``None``: all). Out-of-range indices are
-            an error. For T5, index ``i`` adapts encoder and decoder block ``i``.
+            self-attention output projection of every block.
+        layers: indices of the blocks to adapt (``None``: all). Out-of-range indices are
+            an error. For encoder-decoders, index ``i`` adapts encoder and decoder block ``i``.
         train_norm: also train the normalisation that follows each adapted attention
             sub-layer (the paper does).
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    default_targets: ClassVar[dict[str, list[str]]] = {
-        family: [pattern] for family, pattern in _ATTENTION_OUTPUT.items()
-    }
-    default_targets["t5_gated"] = default_targets["t5"]
+    default_roles: ClassVar[tuple[str, ...]] = ("attention.output",)
 
     def __init__(
         self,
@@ -118,35 +102,59 @@ class HadamardAdapter(AdapterStrategy):
         self.layers = layers
         self.train_norm = train_norm
 
-    def select_targets(
-        self, model: nn.Module, patterns: list[str], exclude: list[str]
-    ) -> list[str]:
-        names = find_targets(model, patterns, exclude)
+    def select_targets(self, model: nn.Module, exclude: list[str]) -> list[str]:
+        names = super().select_targets(model, exclude)
         if self.layers is None:
             return names
-        count = num_layers(model)
+        architecture = architecture_of(model)
+        count = architecture.num_layers(model)
         bad = [i for i in self.layers if not 0 <= i < count]
         if bad:
             raise ValueError(
                 f"HadamardAdapter layers {bad} out of range: {type(model).__name__} has "
                 f"{count} layers (valid indices 0..{count - 1})"
             )
-        return [n for n in names if layer_index(n) in set(self.layers)]
+        wanted = set(self.layers)
+        kept = []
+        for name in names:
+            block = architecture.block_of(model, name)
+            if block is not None and block.index in wanted:
+                kept.append(name)
+        return kept
 
     def extra_trainable_modules(self, model: nn.Module, adapted: list[str]) -> list[str]:
         if not self.train_norm:
             return []
-        old, new = _FOLLOWING_NORM[_family(model)]
-        norms = [name.replace(old, new) for name in adapted if old in name]
-        known = dict(model.named_modules())
-        missing = [n for n in norms if n not in known]
-        if missing or len(norms) != len(adapted):
+        architecture = architecture_of(model)
+        norms = architecture.modules_for(model, ["norm.post_attention"], types=(nn.Module,))
+        by_block: dict[str, str] = {}
+        for norm in norms:
+            block = architecture.block_of(model, norm)
+            if block is not None:
+                by_block.setdefault(block.name, norm)
+        found: list[str] = []
+        outside: list[str] = []
+        for name in adapted:
+            block = architecture.block_of(model, name)
+            if block is None:
+                outside.append(name)
+            elif block.name in by_block:
+                found.append(by_block[block.name])
+        if outside:
             raise ValueError(
-                f"Cannot find the normalisation after the adapted attention outputs "
-                f"(looked for {missing[:3] or 'a match for ' + old}); pass train_norm=False "
-                "with custom target_modules"
+                f"Cannot find the normalisation after {outside[:3]}: they are outside the "
+                f"transformer blocks of {architecture.name}; pass train_norm=False with "
+                "these target_modules"
             )
-        return norms
+        if not norms:
+            log.warning(
+                "HadamardAdapter on %s (%s): no normalisation follows the attention sub-layer "
+                "(%s); only the adapters and the head train",
+                type(model).__name__,
+                architecture.name,
+                architecture.notes or "none in the architecture table",
+            )
+        return list(dict.fromkeys(found))
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+    def make_layer(self, name: str, base: nn.Module, **options: Any) -> AdapterLayer:
         return HadamardAdapterLinear(base)

@@ -6,6 +6,8 @@ runs through the same modules, checkpoints and CLI as every other method.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
@@ -23,15 +25,12 @@ class HeadOnly(AdapterStrategy):
     def __init__(self, modules_to_save: list[str] | None = None) -> None:
         super().__init__(target_modules=None, modules_to_save=modules_to_save)
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:  # pragma: no cover
+    def make_layer(
+        self, name: str, base: nn.Module, **options: Any
+    ) -> AdapterLayer:  # pragma: no cover
         raise NotImplementedError("HeadOnly injects no layers")
 
-    def target_patterns(self, model: nn.Module) -> list[str]:
-        return []
-
-    def select_targets(
-        self, model: nn.Module, patterns: list[str], exclude: list[str]
-    ) -> list[str]:
+    def select_targets(self, model: nn.Module, exclude: list[str]) -> list[str]:
         return []
 
     def apply(self, model: nn.Module) -> list[str]:

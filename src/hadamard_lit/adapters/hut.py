@@ -12,6 +12,8 @@ of tokens (unmerged LoRA's ``B (A x)`` does). Identity at init (``B = 0``); merg
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -70,5 +72,5 @@ class HUT(LowRankStrategy):
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+    def make_layer(self, name: str, base: nn.Module, **options: Any) -> AdapterLayer:
         return HUTLinear(base, self.rank, self.alpha, self.dropout)

@@ -11,14 +11,15 @@ All vectors start at 1. On t5-base with ``k, v, wo``: 129,024 parameters.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from hadamard_lit.adapters.architectures import architecture_of
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
 from hadamard_lit.adapters.functional import scaled_linear
-from hadamard_lit.adapters.targets import detect_family, matches
+from hadamard_lit.adapters.targets import check_patterns, matches
 
 
 class IA3Linear(AdapterLayer):
@@ -58,27 +59,29 @@ class IA3Linear(AdapterLayer):
 class IA3(AdapterStrategy):
     """(IA)3 on keys, values and the FFN's second matrix.
 
+    By role: the attention keys and values (self and cross; a fused qkv projection is
+    scaled whole, as peft does for GPT-2, GPT-NeoX and Falcon) get output scaling, the FFN
+    output projection input scaling.
+
     Args:
-        target_modules: module-name patterns; ``None`` for the family default.
+        target_modules: module-name patterns; ``None`` for the default roles.
         feedforward_modules: which of the targets get *input* scaling (the FFN's second
-            matrix); the rest get output scaling. ``None`` for the family default.
+            matrix); the rest get output scaling. ``None`` with default targets: the layers
+            playing the FFN-output role.
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    default_targets: ClassVar[dict[str, list[str]]] = {
-        "t5": ["k", "v", "wo"],
-        "t5_gated": ["k", "v", "wo"],
-        "bert": ["key", "value", r"re:.*\.layer\.\d+\.output\.dense"],
-        "gpt2": ["c_attn", "mlp.c_proj"],
-        "llama": ["k_proj", "v_proj", "down_proj"],
-    }
-    default_feedforward: ClassVar[dict[str, list[str]]] = {
-        "t5": ["wo"],
-        "t5_gated": ["wo"],
-        "bert": [r"re:.*\.layer\.\d+\.output\.dense"],
-        "gpt2": ["mlp.c_proj"],
-        "llama": ["down_proj"],
-    }
+    default_roles: ClassVar[tuple[str, ...]] = (
+        "attention.key",
+        "attention.value",
+        "attention.qkv",
+        "cross_attention.key",
+        "cross_attention.value",
+        "cross_attention.qkv",
+        "ffn.out",
+    )
+    #: The roles that get input scaling.
+    feedforward_roles: ClassVar[tuple[str, ...]] = ("ffn.out",)
 
     def __init__(
         self,
@@ -92,15 +95,16 @@ class IA3(AdapterStrategy):
                 "IA3 with explicit target_modules needs feedforward_modules too (which of "
                 "them get input scaling; [] for none)"
             )
+        if feedforward_modules:
+            check_patterns("feedforward_modules", feedforward_modules)
         self.feedforward_modules = feedforward_modules
-        self._feedforward: list[str] = []
 
-    def apply(self, model: nn.Module) -> list[str]:
+    def layer_options(self, model: nn.Module, targets: list[str]) -> dict[str, dict[str, Any]]:
         if self.feedforward_modules is not None:
-            self._feedforward = list(self.feedforward_modules)
-        else:
-            self._feedforward = list(self.default_feedforward[detect_family(model)])
-        return super().apply(model)
+            patterns = list(self.feedforward_modules)
+            return {n: {"scale_input": any(matches(n, p) for p in patterns)} for n in targets}
+        roles = architecture_of(model).modules_for(model, self.feedforward_roles)
+        return {n: {"scale_input": n in roles} for n in targets}
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
-        return IA3Linear(base, scale_input=any(matches(name, p) for p in self._feedforward))
+    def make_layer(self, name: str, base: nn.Module, **options: Any) -> AdapterLayer:
+        return IA3Linear(base, scale_input=bool(options.get("scale_input", False)))

@@ -9,7 +9,7 @@ Hu et al., 2021, "LoRA: Low-Rank Adaptation of Large Language Models"
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -80,13 +80,15 @@ class LowRankStrategy(AdapterStrategy):
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    default_targets: ClassVar[dict[str, list[str]]] = {
-        "t5": ["q", "v"],
-        "t5_gated": ["q", "v"],
-        "bert": ["query", "value"],
-        "gpt2": ["c_attn"],
-        "llama": ["q_proj", "v_proj"],
-    }
+    #: Query and value projections, self- and cross-attention (fused qkv where fused).
+    default_roles: ClassVar[tuple[str, ...]] = (
+        "attention.query",
+        "attention.value",
+        "attention.qkv",
+        "cross_attention.query",
+        "cross_attention.value",
+        "cross_attention.qkv",
+    )
 
     def __init__(
         self,
@@ -114,5 +116,5 @@ class LoRA(LowRankStrategy):
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    def make_layer(self, name: str, base: nn.Module) -> AdapterLayer:
+    def make_layer(self, name: str, base: nn.Module, **options: Any) -> AdapterLayer:
         return LoRALinear(base, self.rank, self.alpha, self.dropout)

@@ -1,8 +1,9 @@
-"""Which modules a strategy adapts: model-family detection and module-name patterns.
+"""The ``target_modules`` a user writes: module-name patterns, and the default task head.
 
 A pattern is either a dotted-name suffix (``"q"`` matches ``encoder.block.0.layer.0.
 SelfAttention.q`` but not ``...SelfAttention.qq``), or a regular expression over the whole
-module name when written ``"re:<regex>"``. Families are detected from ``model.config``.
+module name when written ``"re:<regex>"``. Defaults come from roles instead
+(:mod:`hadamard_lit.adapters.roles`).
 """
 
 from __future__ import annotations
@@ -11,64 +12,31 @@ import re
 from collections.abc import Iterable
 
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
-#: The layer types a strategy can adapt.
-LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
+from hadamard_lit.adapters.roles import LINEAR_TYPES
 
-#: Supported families, keyed by the name used in strategies' default tables.
-FAMILY_MODEL_TYPES: dict[str, tuple[str, ...]] = {
-    "t5": ("t5", "mt5", "umt5"),
-    "bert": ("bert", "roberta", "xlm-roberta", "camembert"),
-    "gpt2": ("gpt2",),
-    "llama": ("llama", "mistral", "qwen2", "qwen3"),
-}
-
-#: Names a transformers task head goes by, adapted never, trained by default.
+#: Names a transformers task head goes by, for models outside the architecture table.
 HEAD_NAMES = ("classifier", "score", "classification_head", "qa_outputs")
 
-_LAYER_INDEX = re.compile(r"(?:^|\.)(?:block|layer|layers|h)\.(\d+)(?:\.|$)")
 
-
-def detect_family(model: nn.Module) -> str:
-    """The family of ``model`` (``t5``, ``t5_gated``, ``bert``, ``gpt2`` or ``llama``).
-
-    T5 v1.1 / mT5 (gated FFN with ``wi_0``/``wi_1``) is ``t5_gated``.
+def check_patterns(option: str, patterns: Iterable[str]) -> None:
+    """Refuse a ``re:`` pattern that is not a valid regular expression, naming ``option``.
 
     Raises:
-        ValueError: the model has no config or its ``model_type`` is not supported.
+        ValueError: with the option, the pattern and the regex error.
     """
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    for family, model_types in FAMILY_MODEL_TYPES.items():
-        if model_type in model_types:
-            if family == "t5" and getattr(config, "is_gated_act", False):
-                return "t5_gated"
-            return family
-    supported = sorted(t for types in FAMILY_MODEL_TYPES.values() for t in types)
-    raise ValueError(
-        f"Cannot pick default target modules for model_type={model_type!r}: supported model "
-        f"types are {supported}. Pass `target_modules` explicitly to adapt any other model."
-    )
-
-
-def num_layers(model: nn.Module) -> int:
-    """The number of transformer layers per stack (T5: the larger of encoder and decoder)."""
-    config = model.config
-    counts = [
-        getattr(config, name, None)
-        for name in ("num_hidden_layers", "num_layers", "n_layer", "num_decoder_layers")
-    ]
-    found = [int(c) for c in counts if isinstance(c, int)]
-    if not found:
-        raise ValueError(f"Cannot tell the number of layers of {type(model).__name__}")
-    return max(found)
-
-
-def layer_index(module_name: str) -> int | None:
-    """The transformer-layer index in a module name (``encoder.block.3.layer.0.x`` → 3)."""
-    match = _LAYER_INDEX.search(module_name)
-    return int(match.group(1)) if match else None
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ValueError(f"{option} holds {pattern!r}: patterns are strings")
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as err:
+                raise ValueError(
+                    f"{option} pattern {pattern!r} is not a valid regular expression: {err} "
+                    "(write 're:<regex>', e.g. 're:.*\\.(query|value)', or a dotted suffix "
+                    "such as 'query')"
+                ) from None
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -121,5 +89,15 @@ def find_targets(model: nn.Module, patterns: list[str], exclude: Iterable[str] =
 
 
 def default_modules_to_save(model: nn.Module) -> list[str]:
-    """The task head of a transformers ``*For...Classification`` model, if any."""
+    """The task head of a transformers ``*For...Classification`` model, if any.
+
+    The architecture table's ``head`` for its families (DistilBERT: ``pre_classifier`` and
+    ``classifier``), else the usual names (``classifier``, ``score``, ...).
+    """
+    from hadamard_lit.adapters.architectures import get_architecture
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    architecture = get_architecture(str(model_type))
+    if architecture is not None:
+        return architecture.head_modules(model)
     return [name for name in HEAD_NAMES if isinstance(getattr(model, name, None), nn.Module)]

@@ -112,6 +112,22 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _positions(model: nn.Module, names: list[str]) -> dict[str, tuple[str, int, str]]:
+    """Each name's (stack, block index, name inside the block), from the architecture table."""
+    from hadamard_lit.adapters.architectures import architecture_of
+
+    try:
+        architecture = architecture_of(model)
+    except ValueError:  # an architecture the table and the detection do not know
+        return {}
+    positions = {}
+    for name in names:
+        block = architecture.block_of(model, name)
+        if block is not None:
+            positions[name] = (block.stack, block.index, name[len(block.name) + 1 :])
+    return positions
+
+
 def _check_schedule_value(name: str, value: Any, allow_zero: bool) -> None:
     """A schedule point is a step count (int) or a fraction of the fit's steps (float)."""
     lowest = 0 if allow_zero else 1
@@ -245,6 +261,7 @@ class AdaptiveSelection(Callback):
 
         self._access: Access = Access()
         self._layers: dict[str, AdapterLayer] = {}
+        self._positions: dict[str, tuple[str, int, str]] = {}
         self._names: list[str] = []
         self._target_count: int | None = None
         self._active: list[str] = []
@@ -336,6 +353,11 @@ class AdaptiveSelection(Callback):
         return list(self._names)
 
     @property
+    def module_positions(self) -> dict[str, tuple[str, int, str]]:
+        """Module name → (stack, block index, name inside the block), where known."""
+        return dict(self._positions)
+
+    @property
     def target_count(self) -> int:
         """``n_T``, the number of modules left after ``t_final``."""
         self._require_attached()
@@ -413,6 +435,7 @@ class AdaptiveSelection(Callback):
             layer is self._layers[name] for name, layer in layers.items()
         )
         self._layers = layers
+        self._positions = _positions(adapted, list(layers))
         self._access = access_for(trainer)
         self._target_count = count
         if not same:

@@ -22,15 +22,23 @@ _LAYER = re.compile(
 _INNER_LAYER = re.compile(r"^(?:layer|layers)\.\d+\.")
 
 
-def module_grid(names: list[str]) -> tuple[list[str], list[str], dict[str, tuple[int, int]]]:
+def module_grid(
+    names: list[str], positions: dict[str, tuple[str, int, str]] | None = None
+) -> tuple[list[str], list[str], dict[str, tuple[int, int]]]:
     """Rows (layer indices), columns (stack/module type) and each name's cell.
 
     ``encoder.block.3.layer.0.SelfAttention.q`` → row ``3``, column
     ``encoder/SelfAttention.q``; the stack is left out when there is only one. A name
-    without a layer index gets row ``-`` and its full name as column.
+    without a layer index gets row ``-`` and its full name as column. ``positions``
+    (name → stack, block index, name inside the block: the architecture table's) is used
+    where given; other names are parsed.
     """
     parsed: dict[str, tuple[str, str, str]] = {}
     for name in names:
+        if positions and name in positions:
+            stack, index, inner = positions[name]
+            parsed[name] = (str(index), stack, _INNER_LAYER.sub("", inner))
+            continue
         match = _LAYER.match(name)
         if match is None:
             parsed[name] = ("-", "", name)
@@ -67,7 +75,7 @@ def plot_selection(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows, cols, cells = module_grid(selection.modules)
+    rows, cols, cells = module_grid(selection.modules, selection.module_positions)
     scores = selection.scores
     removed = selection.removed_modules
 

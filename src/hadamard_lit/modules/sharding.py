@@ -5,9 +5,10 @@ shards by unit: each transformer block is one, gathered just before it runs and 
 and the root holds what is left (embeddings, final norm, heads). One unit may mix frozen
 backbone weights and trainable adapter tensors; FSDP2 shards each parameter on its own.
 
-Blocks are found without naming them per family: the items of layer lists whose class a
-transformers model lists in ``_no_split_modules`` (``T5Block``, ``BertLayer``,
-``GPT2Block``, ``LlamaDecoderLayer``), else the items of lists of same-class layers.
+Blocks are the architecture table's (``encoder.block`` and ``decoder.block`` for T5,
+``layers`` for Llama-style decoders, ...); for a model outside the table, the items of
+layer lists whose class it lists in ``_no_split_modules``, else of lists of same-class
+layers.
 
 Lightning's ``DeepSpeedStrategy`` saves a checkpoint *directory* written by DeepSpeed's
 engine and leaves the LightningModule's ``state_dict`` out of it; the module's adapter state
@@ -31,36 +32,24 @@ CLIENT_STATE_KEY = "hadamard_lit_state_dict"
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated layers of ``model`` (outermost only), in model order.
 
-    Items of a layer list (``nn.ModuleList``) whose class transformers lists in a
-    ``_no_split_modules``, or, where none is listed, items of lists of same-class layers.
-    Only list items: an embedding that is also "no split" (BERT's) stays in the root's
-    unit, with any output head tied to it.
+    The architecture table's block lists (:mod:`hadamard_lit.adapters.architectures`);
+    for a model outside it, the layer lists the role detection finds (of
+    ``_no_split_modules`` classes, else of identical layers). Only list items: an embedding
+    that is also "no split" (BERT's) stays in the root's unit, with any output head tied to it.
 
     Raises:
         ValueError: nothing in ``model`` looks like a transformer block.
     """
-    no_split: set[str] = set()
-    for module in model.modules():
-        no_split.update(getattr(module, "_no_split_modules", None) or ())
-    candidates = [
-        item
-        for layers in model.modules()
-        if isinstance(layers, nn.ModuleList) and (no_split or len({type(i) for i in layers}) == 1)
-        for item in layers
-        # The MRO, not the class: fully_shard swaps in a subclass (FSDPBertLayer).
-        if (
-            bool(no_split & {c.__name__ for c in type(item).__mro__})
-            if no_split
-            else any(True for _ in item.parameters())
-        )
-    ]
-    blocks: list[nn.Module] = []
-    inside: set[int] = set()
-    for block in candidates:
-        if id(block) in inside:
-            continue
-        blocks.append(block)
-        inside.update(id(m) for m in block.modules())
+    from hadamard_lit.adapters.architectures import get_architecture
+    from hadamard_lit.adapters.detection import find_blocks
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    architecture = get_architecture(str(model_type))
+    if architecture is not None:
+        blocks = [block.module for block in architecture.find_blocks(model)]
+    else:
+        lists = [model.get_submodule(name) for name in find_blocks(model)]
+        blocks = [item for layers in lists if isinstance(layers, nn.ModuleList) for item in layers]
     if not blocks:
         raise ValueError(
             f"Found no transformer blocks in {type(model).__name__} to shard: no layer list "
