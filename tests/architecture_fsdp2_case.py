@@ -22,7 +22,7 @@ def main(tokenizer: str, out_dir: str, names: list[str]) -> None:
     from lightning.pytorch.strategies import ModelParallelStrategy
 
     from hadamard_lit.adapters import adapter_state_dict
-    from hadamard_lit.modules.sharding import is_fully_sharded, transformer_blocks
+    from hadamard_lit.parallel.fsdp2 import is_fully_sharded, transformer_blocks
     from test_architecture_modules import CASES, batches, module_for
 
     torch.set_num_threads(1)

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from hadamard_lit.adapters.base import _gathered
 from hadamard_lit.data import NLUDataModule
+from hadamard_lit.parallel.tensors import gathered as _gathered
 
 #: The runs' shared set-up: global batch 8 (4 per rank on 2 processes), 32 rows, 4 steps an epoch.
 GLOBAL_BATCH = 8
@@ -173,7 +173,7 @@ def run_deepspeed(args: argparse.Namespace) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from distributed_utils import deepspeed_cpu_strategy
-    from hadamard_lit.modules.sharding import read_checkpoint
+    from hadamard_lit.parallel.checkpoints import read_checkpoint
 
     torch.set_num_threads(1)
     pl.seed_everything(0)

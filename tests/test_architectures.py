@@ -34,7 +34,7 @@ from hadamard_lit.adapters import (
 )
 from hadamard_lit.adapters.detection import detect_architecture
 from hadamard_lit.adapters.roles import LINEAR_ROLES, LINEAR_TYPES
-from hadamard_lit.modules.sharding import transformer_blocks
+from hadamard_lit.parallel.fsdp2 import transformer_blocks
 from hadamard_lit.testing import TinyModel, tiny_models
 
 torch.set_num_threads(1)

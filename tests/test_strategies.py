@@ -34,11 +34,11 @@ from distributed_utils import HERE, REPO, requires_deepspeed, run_python, run_sc
 from hadamard_lit.adapters import adapter_state_dict
 from hadamard_lit.cli import HadamardCLI, HadamardTrainer
 from hadamard_lit.modules import SequenceClassificationModule
-from hadamard_lit.modules.sharding import (
+from hadamard_lit.parallel.checkpoints import read_checkpoint
+from hadamard_lit.parallel.fsdp2 import (
     data_parallel_mesh,
     fully_shard_blocks,
     is_fully_sharded,
-    read_checkpoint,
     transformer_blocks,
 )
 from strategy_case import GLOBAL_BATCH, LR, TRAIN_ROWS, tiny_classifier

@@ -31,14 +31,15 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from hadamard_lit import __version__
 from hadamard_lit.backbones import check_output_dir
 from hadamard_lit.callbacks import SelectionAwareCheckpoint
+from hadamard_lit.metrics import VAL_SCORE
 from hadamard_lit.modules.base import AdapterModule
-from hadamard_lit.modules.sharding import read_checkpoint
+from hadamard_lit.parallel.checkpoints import read_checkpoint
 
 #: Where runs go unless the config names a logger of its own.
 DEFAULT_SAVE_DIR = "runs"
 
 CHECKPOINT_DEFAULTS = {
-    "checkpoint.monitor": "val/score",
+    "checkpoint.monitor": VAL_SCORE,
     "checkpoint.mode": "max",
     # '/' in a metric name would make a folder: name the file by hand.
     "checkpoint.filename": "best-epoch{epoch}-step{step}",

@@ -97,6 +97,7 @@ def run(
         get_adapter_record,
     )
     from hadamard_lit.cli import HadamardCLI, release_process_groups
+    from hadamard_lit.metrics import TEST_SCORE, VAL_SCORE
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ def run(
         results.update(
             status="completed",
             metrics=metrics,
-            headline="test/score" if test else "val/score",
+            headline=TEST_SCORE if test else VAL_SCORE,
             trainable_params=count_trainable_parameters(adapted),
             total_params=count_parameters(adapted),
             global_step=trainer.global_step,

@@ -28,6 +28,9 @@ NaN is replaced by the end of the score range farthest from the target (0 for a 
 score of 2.5 or more, else 5), the largest error one prediction can make.
 
 :class:`MathExactMatch` scores math answers (strings) after :func:`normalize_answer`.
+
+Every module logs its task's headline again as ``<stage>/score`` (:func:`score_key`): the
+one name checkpoints monitor (:data:`VAL_SCORE`), schedules watch and reports read.
 """
 
 from __future__ import annotations
@@ -52,13 +55,30 @@ from torchmetrics.utilities import dim_zero_cat
 from hadamard_lit.data.answers import normalize_answer
 from hadamard_lit.data.tasks import AVERAGE_METRIC, TaskSpec, get_task
 
+#: The headline metric's name under every stage: ``val/score``, ``test/score``.
+SCORE = "score"
+
+
+def score_key(stage: str) -> str:
+    """``<stage>/score``: where a module logs its task's headline metric."""
+    return f"{stage}/{SCORE}"
+
+
+#: What checkpoints and plateau schedules monitor, and a sweep compares.
+VAL_SCORE = score_key("val")
+TEST_SCORE = score_key("test")
+
 __all__ = [
     "AVERAGE_METRIC",
+    "SCORE",
+    "TEST_SCORE",
+    "VAL_SCORE",
     "GroupExactMatch",
     "MathExactMatch",
     "TaskMetrics",
     "build_task_metrics",
     "headline_metric",
+    "score_key",
 ]
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hadamard_lit.metrics import TEST_SCORE, VAL_SCORE
+
 RESULTS_FILE = "results.json"
 
 
@@ -99,7 +101,7 @@ def find_results(paths: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
 
 def headline(result: dict[str, Any]) -> float | None:
     metrics = result.get("metrics") or {}
-    for key in (result.get("headline"), "test/score", "val/score"):
+    for key in (result.get("headline"), TEST_SCORE, VAL_SCORE):
         if key and key in metrics and metrics[key] is not None:
             return 100.0 * float(metrics[key])
     return None

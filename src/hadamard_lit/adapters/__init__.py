@@ -15,13 +15,7 @@ from hadamard_lit.adapters.base import (
     AdapterLayer,
     AdapterRecord,
     AdapterStrategy,
-    adapter_layers,
-    adapter_state_dict,
-    check_adapter_state,
-    count_parameters,
-    count_trainable_parameters,
     get_adapter_record,
-    load_adapter_state_dict,
 )
 from hadamard_lit.adapters.full import FullFineTuning
 from hadamard_lit.adapters.hadamard_adapter import HadamardAdapter, HadamardAdapterLinear
@@ -30,6 +24,14 @@ from hadamard_lit.adapters.hut import HUT, HUTLinear
 from hadamard_lit.adapters.ia3 import IA3, IA3Linear
 from hadamard_lit.adapters.lora import LoRA, LoRALinear
 from hadamard_lit.adapters.roles import ROLES, Architecture
+from hadamard_lit.adapters.state import (
+    adapter_layers,
+    adapter_state_dict,
+    check_adapter_state,
+    count_parameters,
+    count_trainable_parameters,
+    load_adapter_state_dict,
+)
 
 __all__ = [
     "ARCHITECTURES",

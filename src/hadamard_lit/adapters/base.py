@@ -14,10 +14,9 @@ are never matched by substring.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +27,7 @@ from transformers.pytorch_utils import Conv1D
 from hadamard_lit.adapters.architectures import architecture_of
 from hadamard_lit.adapters.roles import Architecture, expand_roles
 from hadamard_lit.adapters.targets import check_patterns, default_modules_to_save, find_targets
+from hadamard_lit.parallel.tensors import full_shape
 
 RECORD_ATTR = "hadamard_lit_adapter"
 
@@ -75,8 +75,8 @@ class AdapterLayer(nn.Module, ABC):
         self.transposed = isinstance(base, Conv1D)
         self.weight = base.weight
         self.bias = base.bias
-        # Under DeepSpeed ZeRO-3 (zero.Init) the weight is a 1-D shard: ds_shape is its shape.
-        shape = tuple(getattr(self.weight, "ds_shape", self.weight.shape))
+        # Under DeepSpeed ZeRO-3 (zero.Init) the weight is a 1-D shard of this shape.
+        shape = full_shape(self.weight)
         out_features, in_features = shape[::-1] if self.transposed else shape
         self.in_features = in_features
         self.out_features = out_features
@@ -165,6 +165,30 @@ class AdapterStrategy(ABC):
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def init_args(self) -> dict[str, Any]:
+        """This strategy's ``__init__`` arguments, read back from its attributes.
+
+        The contract every strategy keeps: each ``__init__`` argument is stored under an
+        attribute of the same name. A checkpoint records the strategy as
+        ``class_path``/``init_args`` from it (``hadamard_lit.modules.hparams``), and ``repr``
+        shows it.
+
+        Raises:
+            TypeError: a subclass breaks the contract (the message names the argument).
+        """
+        args: dict[str, Any] = {}
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if not hasattr(self, name):
+                raise TypeError(
+                    f"{self.name}.__init__ takes {name!r} but the strategy keeps no attribute "
+                    f"{name!r}: every strategy stores each __init__ argument as self.<name>, "
+                    "so checkpoints can rebuild it"
+                )
+            args[name] = getattr(self, name)
+        return args
 
     # -- what subclasses provide ---------------------------------------------------------
 
@@ -258,7 +282,7 @@ class AdapterStrategy(ABC):
         changes if any layer cannot be merged (the error says which and why).
         """
         get_adapter_record(model)
-        layers = dict(iter_adapter_layers(model))
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, AdapterLayer)}
         plain = {name: layer.merged() for name, layer in layers.items()}  # may raise: all first
         for name, module in plain.items():
             _replace_module(model, name, module)
@@ -266,7 +290,7 @@ class AdapterStrategy(ABC):
         return model
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.init_args().items())
         return f"{self.name}({fields})"
 
     def _modules_to_save(self, model: nn.Module) -> list[str]:
@@ -336,121 +360,3 @@ def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
-
-
-def iter_adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
-    """``(name, layer)`` for every adapter layer in ``model``, in model order."""
-    for name, module in model.named_modules():
-        if isinstance(module, AdapterLayer):
-            yield name, module
-
-
-def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
-    """Every adapter layer in ``model`` by module name."""
-    return dict(iter_adapter_layers(model))
-
-
-def _full(t: Tensor) -> Tensor:
-    # FSDP2 keeps parameters as DTensor shards: a state dict holds whole tensors.
-    full_tensor = getattr(t, "full_tensor", None)
-    return full_tensor() if callable(full_tensor) else t
-
-
-def _shape(param: Tensor) -> tuple[int, ...]:
-    # A DTensor's shape is the global one; a ZeRO-3 parameter's data is a placeholder.
-    return tuple(getattr(param, "ds_shape", param.shape))
-
-
-def _gathered(params: list[nn.Parameter], modifier_rank: int | None = None) -> Any:
-    """Whole DeepSpeed ZeRO-3 parameters inside the context (collective); else a no-op.
-
-    With ``modifier_rank``, what that rank writes to them is kept and re-partitioned.
-    """
-    zero3 = [p for p in params if hasattr(p, "ds_id")]
-    if not zero3:
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(zero3, modifier_rank=modifier_rank)
-
-
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """What the applied strategy trains, by full parameter name, detached, whole.
-
-    Adapter tensors and the parameters of ``modules_to_save`` only: a few megabytes even
-    for a 7B backbone. Sharded parameters (FSDP2 DTensors, DeepSpeed ZeRO-3 partitions)
-    are gathered, so every rank must call this (it is collective there).
-    """
-    record = get_adapter_record(model)
-    params = dict(model.named_parameters())
-    with _gathered([params[name] for name in record.trained_parameters]):
-        return {name: _full(params[name]).detach().clone() for name in record.trained_parameters}
-
-
-def check_adapter_state(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> None:
-    """Check that an adapter state dict with these names and ``shapes`` fits ``model``.
-
-    Raises:
-        ValueError: keys missing or unexpected, or shapes that differ.
-    """
-    record = get_adapter_record(model)
-    expected = set(record.trained_parameters)
-    missing = sorted(expected - shapes.keys())
-    unexpected = sorted(shapes.keys() - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"Adapter state dict does not fit {record.strategy.name} on "
-            f"{type(model).__name__}: missing {missing[:5]}{'...' if len(missing) > 5 else ''} "
-            f"({len(missing)}), unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''} ({len(unexpected)})"
-        )
-    params = dict(model.named_parameters())
-    bad = [
-        f"{n}: {tuple(shapes[n])} vs {_shape(params[n])}"
-        for n in record.trained_parameters
-        if tuple(shapes[n]) != _shape(params[n])
-    ]
-    if bad:
-        raise ValueError(f"Adapter state dict shapes differ from the model's: {bad[:5]}")
-
-
-def load_adapter_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> None:
-    """Copy an :func:`adapter_state_dict` into ``model`` (the same strategy applied).
-
-    Collective where parameters are sharded (FSDP2, ZeRO-3): every rank must call it.
-
-    Raises:
-        ValueError: keys missing or unexpected, or shapes that differ.
-    """
-    check_adapter_state(model, {name: value.shape for name, value in state_dict.items()})
-    record = get_adapter_record(model)
-    params = dict(model.named_parameters())
-    trained = [params[name] for name in record.trained_parameters]
-    with torch.no_grad(), _gathered(trained, modifier_rank=0):
-        for name in record.trained_parameters:
-            param = params[name]
-            value = state_dict[name]
-            if hasattr(param, "full_tensor"):  # an FSDP2 shard: keep only this rank's part
-                from torch.distributed.tensor import DTensor, distribute_tensor
-
-                assert isinstance(param.data, DTensor)
-                mesh, placements = param.data.device_mesh, param.data.placements
-                param.copy_(distribute_tensor(value.to(param.dtype), mesh, placements))
-            else:
-                param.copy_(value.to(device=param.device, dtype=param.dtype))
-
-
-def count_trainable_parameters(model: nn.Module) -> int:
-    """Number of trainable elements in ``model`` (shared parameters counted once)."""
-    # A DTensor's numel is the global one, so sharded models count the same.
-    return sum(_numel(p) for p in model.parameters() if p.requires_grad)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of elements in ``model``'s parameters (shared parameters counted once)."""
-    return sum(_numel(p) for p in model.parameters())
-
-
-def _numel(param: Tensor) -> int:
-    # A ZeRO-3 parameter's data is an empty placeholder; ds_numel is its whole size.
-    return int(getattr(param, "ds_numel", param.numel()))

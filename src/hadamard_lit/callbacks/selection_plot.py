@@ -10,11 +10,27 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from hadamard_lit.callbacks.adaptive_selection import AdaptiveSelection
+from hadamard_lit.callbacks.selection_schedule import CubicSchedule
+
+
+@dataclass(frozen=True)
+class SelectionPicture:
+    """What the picture shows: every module, its position, score and removal step."""
+
+    modules: list[str]
+    positions: dict[str, tuple[str, int, str]]
+    scores: dict[str, float]
+    removed: dict[str, int]
+    schedule: CubicSchedule
+
+
+class _Pictured(Protocol):
+    def picture(self) -> SelectionPicture: ...
+
 
 _LAYER = re.compile(
     r"^(?P<stack>.*?)\.?(?:block|layer|layers|h)\.(?P<index>\d+)(?:\.(?P<rest>.*))?$"
@@ -67,17 +83,20 @@ def module_grid(
 
 
 def plot_selection(
-    selection: AdaptiveSelection, path: str | Path, last_step: int | None = None
+    selection: SelectionPicture | _Pictured, path: str | Path, last_step: int | None = None
 ) -> Path:
-    """Write the selection picture of ``selection`` (an attached callback) to ``path``."""
+    """Write the picture of ``selection`` (a :class:`SelectionPicture`, or an attached
+    ``AdaptiveSelection``) to ``path``."""
     import matplotlib
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows, cols, cells = module_grid(selection.modules, selection.module_positions)
-    scores = selection.scores
-    removed = selection.removed_modules
+    picture = selection if isinstance(selection, SelectionPicture) else selection.picture()
+    schedule = picture.schedule
+    rows, cols, cells = module_grid(picture.modules, picture.positions)
+    scores = picture.scores
+    removed = picture.removed
 
     score_grid = np.full((len(rows), len(cols)), np.nan)
     step_grid = np.full((len(rows), len(cols)), np.nan)
@@ -110,7 +129,7 @@ def plot_selection(
     steps_cmap = matplotlib.colormaps["magma"].with_extremes(bad="#2ca02c")
     image = ax.imshow(np.ma.masked_invalid(step_grid), aspect="auto", cmap=steps_cmap)
     fig.colorbar(image, ax=ax, label="removed at step")
-    ax.set_title(f"removal step (green: kept, {len(selection.active_modules)})")
+    ax.set_title(f"removal step (green: kept, {len(picture.modules) - len(removed)})")
 
     for ax in (axes["score"], axes["step"]):
         ax.set_xticks(range(len(cols)))
@@ -120,13 +139,13 @@ def plot_selection(
         ax.set_ylabel("layer")
 
     ax = axes["budget"]
-    total = selection.num_modules
-    end = max(selection.t_final + max(1, selection.t_final // 10), last_step or 0)
+    total = schedule.total
+    end = max(schedule.t_final + max(1, schedule.t_final // 10), last_step or 0)
     events = sorted(set(removed.values()))
     steps = np.unique(np.concatenate([np.linspace(0, end, 2000).astype(int), events]))
     ax.plot(
         steps,
-        [selection.budget(int(t)) for t in steps],
+        [schedule.budget(int(t)) for t in steps],
         drawstyle="steps-post",
         label="budget n(t)",
     )
@@ -140,13 +159,13 @@ def plot_selection(
             label="active",
         )
         ax.plot(events, actual, "o", markersize=3)
-    for step in (selection.t_init, selection.t_final):
+    for step in (schedule.t_init, schedule.t_final):
         ax.axvline(step, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("active modules")
     ax.set_title(
-        f"N={total} → n_T={selection.target_count}: t_init={selection.t_init}, "
-        f"t_final={selection.t_final}, ΔT={selection.delta_t}"
+        f"N={total} → n_T={schedule.target}: t_init={schedule.t_init}, "
+        f"t_final={schedule.t_final}, ΔT={schedule.delta_t}"
     )
     ax.legend(fontsize=8)
 

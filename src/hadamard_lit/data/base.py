@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,15 +26,13 @@ from hadamard_lit.data.sources import load_hub_split, load_local_split, resolve_
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["fit", "validate", "test", "predict"]
 
-
-class TokenizedDataModule(LightningDataModule):
-    """Base of :class:`NLUDataModule` and :class:`MathDataModule` (not used on its own).
+@dataclass(frozen=True)
+class DataOptions:
+    """What every datamodule takes besides its own task options: where the rows come from,
+    how they are batched, and which subsets are kept.
 
     Args:
-        tokenizer: hub name, local folder, ``package:<python package>`` (as for models),
-            or a loaded tokenizer (LightningCLI hands over the model's).
         data_dir: ``None`` reads the Hub; else a folder, or ``package:<name>`` for a folder
             shipped in ``hadamard_lit/resources`` (``package:sst2_sample``).
         fallback_data_dir: used instead of the Hub when loading from it fails.
@@ -43,41 +42,47 @@ class TokenizedDataModule(LightningDataModule):
         seed: seed of every shuffle that decides which rows go where.
         max_train_samples: keep at most this many training rows (a seeded random subset).
         max_eval_samples: keep the first this many rows of each evaluation split.
+
+    Raises:
+        ValueError: a size below 1 (or ``num_workers`` below 0).
     """
 
-    def __init__(
-        self,
-        tokenizer: str | PreTrainedTokenizerBase,
-        data_dir: str | None = None,
-        fallback_data_dir: str | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 42,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-    ) -> None:
+    data_dir: str | None = None
+    fallback_data_dir: str | None = None
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    seed: int = 42
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                optional = "" if name == "batch_size" else " or None"
+                raise ValueError(f"{name} must be >= 1{optional}, got {value}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+class TokenizedDataModule(LightningDataModule):
+    """Base of :class:`NLUDataModule` and :class:`MathDataModule` (not used on its own).
+
+    Args:
+        tokenizer: hub name, local folder, ``package:<python package>`` (as for models),
+            or a loaded tokenizer (LightningCLI hands over the model's).
+        **options: the :class:`DataOptions` (``data_dir``, ``batch_size``, ...), which every
+            subclass takes the same way.
+    """
+
+    def __init__(self, tokenizer: str | PreTrainedTokenizerBase, **options: Any) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in (
-            ("max_train_samples", max_train_samples),
-            ("max_eval_samples", max_eval_samples),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.options = DataOptions(**options)
         # Resolved now so a wrong folder fails at construction, not minutes into a run.
+        data_dir, fallback = self.options.data_dir, self.options.fallback_data_dir
         self.data_dir: Path | None = resolve_data_dir(data_dir) if data_dir is not None else None
-        self.fallback_data_dir = resolve_data_dir(fallback_data_dir) if fallback_data_dir else None
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.max_train_samples = max_train_samples
-        self.max_eval_samples = max_eval_samples
+        self.fallback_data_dir = resolve_data_dir(fallback) if fallback else None
         self._tokenizer_source = tokenizer
         self._tokenizer = None if isinstance(tokenizer, str) else tokenizer
         self._tokenizer_configured = False
@@ -145,6 +150,15 @@ class TokenizedDataModule(LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------
 
+    @property
+    def seed(self) -> int:
+        """The seed of the splits and subsets (``DataOptions.seed``)."""
+        return self.options.seed
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.options.eval_batch_size or self.options.batch_size
+
     def collator(self, padding_side: Literal["left", "right"] = "right") -> PadCollator:
         pad = self.tokenizer.pad_token_id
         if pad is None:
@@ -164,13 +178,13 @@ class TokenizedDataModule(LightningDataModule):
         dataset = self.split(name)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.options.batch_size if train else self.eval_batch_size,
             sampler=EpochShuffleSampler(len(dataset), self._shuffle_seed(), self._current_epoch)
             if train
             else None,
             collate_fn=self.collator(**collate),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=self.options.num_workers,
+            persistent_workers=self.options.num_workers > 0,
         )
 
     def _current_epoch(self) -> int | None:
@@ -180,16 +194,16 @@ class TokenizedDataModule(LightningDataModule):
     def _shuffle_seed(self) -> int:
         # The run's seed (seed_everything records it), so seeds 0/1/2 see different orders;
         # read once per loader, never from the global RNG, which a resume does not restore.
-        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+        return int(os.environ.get("PL_GLOBAL_SEED", self.options.seed))
 
     def limit(self, dataset: Dataset, train: bool) -> Dataset:
         """``dataset`` cut to ``max_train_samples`` / ``max_eval_samples``."""
-        limit = self.max_train_samples if train else self.max_eval_samples
+        limit = self.options.max_train_samples if train else self.options.max_eval_samples
         if limit is None or limit >= len(dataset):
             return dataset
         if train:
             # A prefix of a training file can be skewed (sorted sources): take a random subset.
-            dataset = dataset.shuffle(seed=self.seed)
+            dataset = dataset.shuffle(seed=self.options.seed)
         return dataset.select(range(limit))
 
 

@@ -188,51 +188,29 @@ class MathDataModule(TokenizedDataModule):
             the answer format.
         tokenizer: hub name, folder, ``package:<python package>``, or a loaded tokenizer;
             one without a pad token gets its EOS token as pad.
-        data_dir: ``None`` reads the Hub; else a folder laid out as ``math/<name>/<split>.jsonl``.
-        fallback_data_dir: read instead of the Hub when the Hub fails.
         train_set: override the training set (``None``: the dataset's default).
         prompt_template: the prompt, with ``{question}`` where the problem goes.
         max_length: training sequences (prompt + solution + EOS) and evaluation prompts
             are cut to this many tokens; a training row whose prompt alone fills it is
             dropped (it would have no token to learn).
-        max_new_tokens: generation budget the evaluation expects (a hint for the module;
-            the datamodule does not use it).
-        batch_size: training batch size.
-        eval_batch_size: evaluation batch size (``None``: ``batch_size``).
-        num_workers: DataLoader worker processes.
-        seed: seed of training subsets (``max_train_samples``).
-        max_train_samples: keep at most this many training problems.
-        max_eval_samples: keep the first this many evaluation problems.
+        batch_size: training batch size (smaller than the NLU default: long sequences).
+        **options: :class:`~hadamard_lit.data.base.DataOptions`: ``data_dir`` (``None``
+            reads the Hub; else a folder laid out as ``math/<name>/<split>.jsonl``),
+            ``fallback_data_dir``, ``eval_batch_size``,
+            ``num_workers``, ``seed``, ``max_train_samples``, ``max_eval_samples``.
     """
 
     def __init__(
         self,
         dataset: MathDataset,
         tokenizer: str | PreTrainedTokenizerBase,
-        data_dir: str | None = None,
-        fallback_data_dir: str | None = None,
         train_set: TrainSet | None = None,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         max_length: int = 512,
-        max_new_tokens: int = 256,
         batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 42,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            tokenizer=tokenizer,
-            data_dir=data_dir,
-            fallback_data_dir=fallback_data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-        )
+        super().__init__(tokenizer, batch_size=batch_size, **options)
         if dataset not in PAIRINGS:
             raise ValueError(
                 f"Unknown math dataset {dataset!r}; valid: {', '.join(sorted(PAIRINGS))}"
@@ -245,17 +223,14 @@ class MathDataModule(TokenizedDataModule):
             )
         if "{question}" not in prompt_template:
             raise ValueError("prompt_template must contain '{question}'")
-        if max_length < 2 or max_new_tokens < 1:
-            raise ValueError(
-                f"max_length must be >= 2 and max_new_tokens >= 1, got {max_length}, {max_new_tokens}"
-            )
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.dataset: str = dataset
         default_train, evaluation = PAIRINGS[dataset]
         self.train_source = MATH_SOURCES[train_set or default_train]
         self.eval_source = MATH_SOURCES[evaluation]
         self.prompt_template = prompt_template
         self.max_length = max_length
-        self.max_new_tokens = max_new_tokens
         self.save_hyperparameters(ignore=["tokenizer"])
         self.hparams["tokenizer"] = self.tokenizer_name
 
@@ -267,10 +242,6 @@ class MathDataModule(TokenizedDataModule):
                     f"Tokenizer {tokenizer.name_or_path!r} has neither a pad nor an EOS token"
                 )
             tokenizer.pad_token = tokenizer.eos_token
-
-    def prompt(self, question: str) -> str:
-        """The model input for one problem."""
-        return self.prompt_template.replace("{question}", question)
 
     def raw_split(self, source: MathSource, role: Literal["train", "test"]) -> Dataset:
         """The ``train`` or ``test`` rows of ``source``, columns checked."""

@@ -55,20 +55,16 @@ class NLUDataModule(TokenizedDataModule):
         tokenizer: hub name, local folder, ``package:<python package>``, or a loaded
             tokenizer (LightningCLI links the model's).
         shape: ``text_to_text`` (prompt in, verbaliser out) or ``classification``.
-        data_dir: ``None`` reads the Hub (``TaskSpec.hub_path``/``hub_config``); a folder
-            reads ``<data_dir>/<local_subdir>/<split>.jsonl`` in the Hub's schema;
-            ``package:sst2_sample`` is the small SST-2 sample shipped with hadamard_lit.
-        fallback_data_dir: read instead of the Hub when the Hub fails (offline), with a
-            warning; e.g. ``package:sst2_sample`` for an SST-2 quickstart.
         split_protocol: ``paper`` or ``plain`` (see the module docstring).
         max_length: input truncation length in tokens.
         max_target_length: target truncation length (every verbaliser fits in 8 T5 tokens).
-        batch_size: training batch size.
-        eval_batch_size: validation/test batch size (``None``: ``batch_size``).
-        num_workers: DataLoader worker processes.
-        seed: seed of the protocol's random halving / hold-out and of training subsets.
-        max_train_samples: keep at most this many training rows (quick runs, tests).
-        max_eval_samples: keep at most this many rows of each evaluation split.
+        **options: :class:`~hadamard_lit.data.base.DataOptions`: ``data_dir`` (``None``
+            reads the Hub, ``TaskSpec.hub_path``/``hub_config``; a folder reads
+            ``<data_dir>/<local_subdir>/<split>.jsonl`` in the Hub's schema;
+            ``package:sst2_sample`` is the small SST-2 sample shipped with hadamard_lit),
+            ``fallback_data_dir``, ``batch_size``, ``eval_batch_size``, ``num_workers``,
+            ``seed`` (also of the protocol's random halving / hold-out),
+            ``max_train_samples``, ``max_eval_samples``.
 
     Raises:
         ValueError: an unknown task, shape or protocol, or a non-positive size.
@@ -80,29 +76,12 @@ class NLUDataModule(TokenizedDataModule):
         task: str,
         tokenizer: str | PreTrainedTokenizerBase,
         shape: Shape = "text_to_text",
-        data_dir: str | None = None,
-        fallback_data_dir: str | None = None,
         split_protocol: SplitProtocol = "paper",
         max_length: int = 128,
         max_target_length: int = 8,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 42,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            tokenizer=tokenizer,
-            data_dir=data_dir,
-            fallback_data_dir=fallback_data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-        )
+        super().__init__(tokenizer, **options)
         self.task_spec: TaskSpec = get_task(task)
         if shape not in ("text_to_text", "classification"):
             raise ValueError(f"shape must be 'text_to_text' or 'classification', got {shape!r}")

@@ -6,11 +6,9 @@ says is trainable. What differs per shape (text-to-text, classification, causal 
 auto class, the metrics and the evaluation step; the subclasses in this package fill in
 just those.
 
-Checkpoints hold only the adapter: ``state_dict`` is ``adapter_state_dict(self.model)``
-(adapter tensors and task head) under the ``model.`` prefix, plus optimiser state and the
-hyper-parameters that rebuild the backbone. Loading such a checkpoint rebuilds the
-backbone, applies the same strategy and copies the adapter in, with a clear error when
-the checkpoint belongs to another strategy or model.
+Checkpoints hold only the adapter (:mod:`~hadamard_lit.modules.checkpointing`); the
+learning-rate schedules are :mod:`~hadamard_lit.modules.schedules`, the per-epoch
+reseeding :mod:`~hadamard_lit.modules.seeding`.
 
 Hooks to override in a subclass: :meth:`build_model`, :meth:`model_inputs`,
 :meth:`training_step`, :meth:`evaluation_step`, :meth:`build_metrics`,
@@ -19,32 +17,23 @@ Hooks to override in a subclass: :meth:`build_model`, :meth:`model_inputs`,
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.nn.modules.module import _IncompatibleKeys
-from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from torchmetrics import MetricCollection
 from transformers import AutoModel, PreTrainedTokenizerBase
 
 from hadamard_lit.adapters import (
     AdaDHP,
     AdapterStrategy,
-    adapter_state_dict,
-    check_adapter_state,
     count_parameters,
     count_trainable_parameters,
-    get_adapter_record,
-    load_adapter_state_dict,
 )
 from hadamard_lit.backbones import (
     check_output_dir,
@@ -52,43 +41,21 @@ from hadamard_lit.backbones import (
     load_tokenizer,
     save_pretrained_atomic,
 )
+from hadamard_lit.data.batch import MODEL_INPUTS, Batch
+from hadamard_lit.metrics import score_key
+from hadamard_lit.modules.checkpointing import MODEL_PREFIX, AdapterCheckpointing
 from hadamard_lit.modules.hparams import make_hparams_portable
-from hadamard_lit.modules.sharding import (
-    CLIENT_STATE_KEY,
-    data_parallel_mesh,
-    fully_shard_blocks,
-    restores_weights_itself,
-    transformers_zero3_config,
-)
+from hadamard_lit.modules.schedules import LinearWarmupSchedule, LRSchedule, optimizer_config
+from hadamard_lit.modules.seeding import EpochReseeding
+from hadamard_lit.parallel.fsdp2 import data_parallel_mesh, fully_shard_blocks
+from hadamard_lit.parallel.strategies import restores_weights_itself, transformers_zero3_config
+
+__all__ = ["MODEL_PREFIX", "AdapterModule", "LinearWarmupSchedule", "Stage"]
 
 Stage = Literal["val", "test"]
 
-#: Prefix of the backbone's keys in the LightningModule's state dict (``self.model``).
-MODEL_PREFIX = "model."
 
-
-class LinearWarmupSchedule:
-    """LR factor: linear warm-up over ``warmup_steps``, then linear decay to 0 or constant.
-
-    A callable object rather than a lambda so ``LambdaLR.state_dict`` saves its fields and
-    a resumed run continues the same schedule.
-    """
-
-    def __init__(self, warmup_steps: int, total_steps: int, decay: bool) -> None:
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-        self.decay = decay
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        if not self.decay:
-            return 1.0
-        remaining = self.total_steps - step
-        return max(0.0, remaining / max(1, self.total_steps - self.warmup_steps))
-
-
-class AdapterModule(LightningModule):
+class AdapterModule(EpochReseeding, AdapterCheckpointing):
     """A transformers backbone with an adapter strategy applied, trained by Lightning.
 
     Args:
@@ -114,9 +81,7 @@ class AdapterModule(LightningModule):
     #: The transformers auto class ``build_model`` loads with.
     auto_model_class: Any = AutoModel
     #: Batch keys passed to the backbone's forward.
-    model_input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "labels")
-    #: Reseed torch's RNG from (``seed_everything`` seed, epoch) at every training epoch.
-    reseed_each_epoch: bool = True
+    model_input_names: tuple[str, ...] = MODEL_INPUTS
 
     def __init__(
         self,
@@ -129,7 +94,7 @@ class AdapterModule(LightningModule):
         task: str | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
-        lr_schedule: Literal["linear", "constant"] = "linear",
+        lr_schedule: LRSchedule = "linear",
         warmup_steps: int = 0,
     ) -> None:
         super().__init__()
@@ -167,8 +132,7 @@ class AdapterModule(LightningModule):
         self.model: Any = None  # the transformers model, built in configure_model
         self.metrics = nn.ModuleDict()
         self.trainable_params: int | None = None
-        self._hf_deepspeed_config: Any = None  # see sharding.transformers_zero3_config
-        self._seeded_epoch: int | None = None
+        self._hf_deepspeed_config: Any = None  # see parallel.strategies.transformers_zero3_config
 
     # -- building ------------------------------------------------------------------------
 
@@ -244,24 +208,24 @@ class AdapterModule(LightningModule):
 
     # -- training ------------------------------------------------------------------------
 
-    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    def model_inputs(self, batch: Batch) -> dict[str, Any]:
         """The part of ``batch`` the backbone's forward takes."""
-        return {k: batch[k] for k in self.model_input_names if k in batch}
+        return {k: v for k, v in batch.items() if k in self.model_input_names}
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Backbone loss on the batch (the datamodule masks what must not be learnt)."""
         loss = self.model(**self.model_inputs(batch)).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=_batch_size(batch))
         return loss
 
-    def evaluation_step(self, batch: Mapping[str, Any], stage: Stage) -> None:
+    def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Update ``self.metrics[stage]`` from one batch (validation and test share it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluation_step")
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.evaluation_step(batch, "val")
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.evaluation_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
@@ -288,7 +252,7 @@ class AdapterModule(LightningModule):
         self.log_dict(values)
         headline = self.headline_metric()
         if headline is not None:
-            self.log(f"{stage}/score", values[f"{stage}/{headline}"], prog_bar=True)
+            self.log(score_key(stage), values[f"{stage}/{headline}"], prog_bar=True)
 
     def on_fit_start(self) -> None:
         """Report how many parameters train (also to the loggers, as hparams and metrics)."""
@@ -304,47 +268,15 @@ class AdapterModule(LightningModule):
             logger.log_hyperparams(stats)
             logger.log_metrics({k: float(v) for k, v in stats.items()}, step=0)
 
-    def on_train_epoch_start(self) -> None:
-        """Make the epoch's global randomness (dropout, and the order of any datamodule
-        that shuffles with torch's global RNG) a function of (seed, epoch).
-
-        Lightning checkpoints do not carry RNG state: without this, a run resumed from an
-        epoch-end checkpoint would draw other random numbers than the uninterrupted run.
-        (hadamard_lit's own datamodules order batches with ``EpochShuffleSampler``, which
-        needs no global RNG.) Only when a seed was set (``seed_everything``; the CLI sets one).
-        """
-        if self._seeded_epoch != self.current_epoch:
-            self._seed_epoch(self.current_epoch)
-
-    def _seed_epoch(self, epoch: int) -> None:
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        if self.reseed_each_epoch and seed is not None:
-            torch.manual_seed(int(seed) * 100_003 + epoch)
-            self._seeded_epoch = epoch
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Check the adapter where the strategy loads it; on resume, seed the epoch.
-
-        FSDP2 (``ModelParallelStrategy``) and DeepSpeed restore the weights themselves,
-        non-strictly, before this hook, and pass it no ``state_dict``: the checkpoint's
-        record of its adapter's names and shapes is checked against this module instead.
-
-        A resumed fit makes the first epoch's iterator before ``on_train_epoch_start``
-        (an uninterrupted one after it), so the seeding happens here for that epoch.
+        """Check the adapter where the strategy loads it (FSDP2 and DeepSpeed restore the
+        weights themselves); on resume, seed the epoch (:mod:`~hadamard_lit.modules.seeding`).
 
         Raises:
             ValueError: the checkpoint's adapter does not fit this module.
         """
-        shapes = checkpoint.get("hadamard_lit", {}).get("shapes")
-        if "state_dict" not in checkpoint and shapes is not None:
-            self.configure_model()
-            self._check_checkpoint_shapes(shapes)
-        if self._trainer is None:  # load_from_checkpoint: nothing will train
-            return
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-        next_epoch = progress.get("current", {}).get("processed")
-        if isinstance(next_epoch, int):
-            self._seed_epoch(next_epoch)
+        self.check_checkpoint_record(checkpoint)
+        self.reseed_for_resume(checkpoint)
 
     def configure_optimizers(self) -> Any:
         """The optimiser over trainable parameters only; the schedule steps per optimiser step."""
@@ -353,116 +285,13 @@ class AdapterModule(LightningModule):
             raise ValueError(
                 f"{self.adapter.name} left no trainable parameter in {type(self.model).__name__}"
             )
-        optimizer = self.optimizer_factory(params)
-        if self.lr_scheduler_factory is not None:
-            scheduler = self.lr_scheduler_factory(optimizer)
-            if isinstance(scheduler, ReduceLROnPlateau):
-                return {
-                    "optimizer": optimizer,
-                    "lr_scheduler": {
-                        "scheduler": scheduler,
-                        "monitor": "val/score",
-                        "interval": "epoch",
-                    },
-                }
-        elif self.lr_schedule == "linear" or self.warmup_steps:
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise ValueError(
-                    "lr_schedule='linear' needs a finite trainer.max_steps or max_epochs"
-                )
-            schedule = LinearWarmupSchedule(
-                self.warmup_steps, int(total), self.lr_schedule == "linear"
-            )
-            scheduler = LambdaLR(optimizer, schedule)
-        else:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
-
-    # -- adapter-only checkpoints --------------------------------------------------------
-
-    def adapter_checkpoint_state(self) -> dict[str, Tensor]:
-        """What a checkpoint stores: the adapter state dict under the ``model.`` prefix."""
-        return {MODEL_PREFIX + k: v for k, v in adapter_state_dict(self.model).items()}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Replace the full state dict by the adapter's (the backbone is rebuilt on load).
-
-        The adapter tensors are whole (gathered from FSDP2 or ZeRO-3 shards: every rank
-        gets here). Lightning's DeepSpeed strategy leaves ``state_dict`` out of what it
-        saves, so there they also go into the client state (see ``sharding.read_checkpoint``).
-        """
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, FSDPStrategy):
-            state = self._adapter_from_full_state(checkpoint.get("state_dict", {}))
-        else:
-            state = self.adapter_checkpoint_state()
-        checkpoint["state_dict"] = state
-        checkpoint["hadamard_lit"] = {
-            "adapter": self.adapter.name,
-            "adapter_only": True,
-            "shapes": {k: list(v.shape) for k, v in state.items()},
-        }
-        if isinstance(strategy, DeepSpeedStrategy):
-            checkpoint[CLIENT_STATE_KEY] = state
-
-    def _adapter_from_full_state(self, full: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        # FSDP1 (Lightning's FSDPStrategy) keeps parameters as views of flat shards outside
-        # forward; its state dict (state_dict_type="full") is whole, on rank 0 only.
-        names = [MODEL_PREFIX + n for n in get_adapter_record(self.model).trained_parameters]
-        if not full:  # ranks > 0 save nothing
-            return {}
-        missing = [n for n in names if n not in full]
-        if missing:
-            raise ValueError(
-                "Adapter-only checkpoints under FSDPStrategy need state_dict_type='full'; "
-                f"the strategy's state dict lacks {missing[:3]}"
-            )
-        return {n: full[n].detach().cpu().clone() for n in names}
-
-    def _check_checkpoint_shapes(self, shapes: Mapping[str, list[int]]) -> None:
-        stray = sorted(k for k in shapes if not k.startswith(MODEL_PREFIX))
-        try:
-            if stray:
-                raise ValueError(f"keys outside the backbone: {stray[:5]}")
-            check_adapter_state(self.model, {k[len(MODEL_PREFIX) :]: v for k, v in shapes.items()})
-        except ValueError as err:
-            raise ValueError(
-                f"This checkpoint does not fit {type(self).__name__} with {self.adapter!r}: {err}"
-            ) from err
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> _IncompatibleKeys:
-        """Load an adapter-only state dict (or a full one) into the rebuilt backbone.
-
-        Raises:
-            ValueError: with ``strict``, the checkpoint's adapter tensors do not match this
-                module's strategy and backbone (names or shapes).
-        """
-        self.configure_model()
-        full = super().state_dict(keep_vars=True)
-        if not strict or set(full) <= set(state_dict):
-            keys = super().load_state_dict(state_dict, strict=strict, assign=assign)
-            record = get_adapter_record(self.model)
-            trained = {MODEL_PREFIX + name for name in record.trained_parameters}
-            return _IncompatibleKeys(
-                [k for k in keys.missing_keys if k in trained], keys.unexpected_keys
-            )
-        stray = sorted(k for k in state_dict if not k.startswith(MODEL_PREFIX))
-        if stray:
-            raise ValueError(f"Checkpoint has keys outside the backbone: {stray[:5]}")
-        adapter = {k[len(MODEL_PREFIX) :]: v for k, v in state_dict.items()}
-        try:
-            load_adapter_state_dict(self.model, adapter)
-        except ValueError as err:
-            raise ValueError(
-                f"This checkpoint does not fit {type(self).__name__} with {self.adapter!r}: {err}"
-            ) from err
-        return _IncompatibleKeys([], [])
+        return optimizer_config(
+            self.optimizer_factory(params),
+            self.lr_scheduler_factory,
+            self.lr_schedule,
+            self.warmup_steps,
+            lambda: self.trainer.estimated_stepping_batches,
+        )
 
     # -- export --------------------------------------------------------------------------
 
@@ -484,5 +313,5 @@ class AdapterModule(LightningModule):
         return save_pretrained_atomic(self.model, self.tokenizer, output_dir, overwrite)
 
 
-def _batch_size(batch: Mapping[str, Any]) -> int:
+def _batch_size(batch: Batch) -> int:
     return int(batch["input_ids"].shape[0])

@@ -8,13 +8,14 @@ number), compared with the reference after number normalisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule
 from torchmetrics import MetricCollection
 from transformers import AutoModelForCausalLM
 
+from hadamard_lit.data.batch import Batch
 from hadamard_lit.modules.base import AdapterModule, Stage
 
 AnswerFormat = Literal["auto", "gsm8k", "boxed", "last_number"]
@@ -81,7 +82,7 @@ class CausalLMModule(AdapterModule):
     def headline_metric(self) -> str | None:
         return "exact_match"
 
-    def generate_answers(self, batch: Mapping[str, Any]) -> list[str]:
+    def generate_answers(self, batch: Batch) -> list[str]:
         """Greedy continuations of the (left-padded) prompts, decoded, prompt removed."""
         prompt = batch["input_ids"]
         generated = self.model.generate(
@@ -101,12 +102,12 @@ class CausalLMModule(AdapterModule):
         extract = answer_extractor(self.answer_format, self.task)
         return [extract(text) for text in texts]
 
-    def evaluation_step(self, batch: Mapping[str, Any], stage: Stage) -> None:
+    def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Generate, extract the answers and score them against ``batch["answers"]``."""
         predictions = self.extract(self.generate_answers(batch))
         self.stage_metrics(stage).update(predictions, list(batch["answers"]))
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         """Generated solutions and the answers read from them."""
         texts = self.generate_answers(batch)
         return {"text": texts, "answer": self.extract(texts)}

@@ -6,13 +6,13 @@ from the task (``num_labels``; 1 is the STS-B regression, trained with MSE).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from transformers import AutoModelForSequenceClassification
 
+from hadamard_lit.data.batch import Batch
 from hadamard_lit.modules.base import AdapterModule, Stage, _batch_size
 from hadamard_lit.modules.nlu import NLUTaskMixin
 
@@ -60,13 +60,13 @@ class SequenceClassificationModule(NLUTaskMixin, AdapterModule):
         """Class ids, or the regression value for a one-output head."""
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(dim=-1)
 
-    def evaluation_step(self, batch: Mapping[str, Any], stage: Stage) -> None:
+    def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Loss and the task's metrics on one batch."""
         outputs = self.model(**self.model_inputs(batch))
         self.log(f"{stage}/loss", outputs.loss, batch_size=_batch_size(batch))
         self.update_metrics(stage, self.predictions(outputs.logits), batch)
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Predicted class ids (or regression values)."""
         inputs = {k: v for k, v in self.model_inputs(batch).items() if k != "labels"}
         return self.predictions(self.model(**inputs).logits)

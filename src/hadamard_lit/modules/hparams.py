@@ -8,7 +8,6 @@ same treatment here, so both kinds of checkpoint load with ``weights_only=True``
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 from hadamard_lit.adapters import AdapterStrategy
@@ -34,8 +33,8 @@ def _class_path(cls: type) -> str:
 def _as_config(value: Any) -> dict[str, Any] | None:
     """``value`` as a LightningCLI ``class_path``/``init_args`` dict, when that is possible.
 
-    Works for a class, a ``functools.partial`` of a class (optimisers), and an instance that
-    keeps each ``__init__`` argument as an attribute of the same name (every strategy).
+    Works for a class, a ``functools.partial`` of a class (optimisers), and a strategy
+    (:meth:`~hadamard_lit.adapters.AdapterStrategy.init_args`, its contract).
     """
     if isinstance(value, type):
         return {"class_path": _class_path(value)}
@@ -43,15 +42,11 @@ def _as_config(value: Any) -> dict[str, Any] | None:
         if _is_plain(value.keywords):
             return {"class_path": _class_path(value.func), "init_args": dict(value.keywords)}
         return None
-    if callable(value) and not isinstance(value, AdapterStrategy):
+    if not isinstance(value, AdapterStrategy):
         return None
-    init_args: dict[str, Any] = {}
-    for name, param in inspect.signature(type(value).__init__).parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        if not hasattr(value, name) or not _is_plain(getattr(value, name)):
-            return None
-        init_args[name] = getattr(value, name)
+    init_args = value.init_args()
+    if not all(_is_plain(v) for v in init_args.values()):
+        return None
     return {"class_path": _class_path(type(value)), "init_args": init_args}
 
 

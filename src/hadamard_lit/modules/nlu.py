@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 from torchmetrics import MetricCollection
 
+from hadamard_lit.data.batch import Batch
 from hadamard_lit.modules.base import Stage
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class NLUTaskMixin:
     def headline_metric(self) -> str | None:
         return self.task_spec.headline_metric if self.task is not None else None
 
-    def update_metrics(self, stage: Stage, preds: Tensor, batch: Mapping[str, Any]) -> None:
+    def update_metrics(self, stage: Stage, preds: Tensor, batch: Batch) -> None:
         """Update ``stage``'s metrics; ``group`` reaches the metrics that take it (MultiRC)."""
         target = batch["target"] if "target" in batch else batch["labels"]
         group = batch.get("group")

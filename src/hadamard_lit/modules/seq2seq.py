@@ -7,7 +7,6 @@ label counts as wrong (-1, or NaN for the STS-B regression), never as a guess.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from transformers import AutoModelForSeq2SeqLM
 
+from hadamard_lit.data.batch import Batch
 from hadamard_lit.modules.base import AdapterModule, Stage, _batch_size
 from hadamard_lit.modules.nlu import NLUTaskMixin
 
@@ -39,7 +39,7 @@ class Seq2SeqModule(NLUTaskMixin, AdapterModule):
     def build_metrics(self) -> MetricCollection | None:
         return self.task_metrics()
 
-    def generate_text(self, batch: Mapping[str, Any]) -> list[str]:
+    def generate_text(self, batch: Batch) -> list[str]:
         """Greedy generations for the batch's inputs, decoded."""
         generated = self.model.generate(
             input_ids=batch["input_ids"],
@@ -61,14 +61,14 @@ class Seq2SeqModule(NLUTaskMixin, AdapterModule):
             [-1 if p is None else int(p) for p in parsed], dtype=torch.long, device=device
         )
 
-    def evaluation_step(self, batch: Mapping[str, Any], stage: Stage) -> None:
+    def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Loss on the targets, then greedy generation scored by the task's metrics."""
         loss = self.model(**self.model_inputs(batch)).loss
         self.log(f"{stage}/loss", loss, batch_size=_batch_size(batch))
         preds = self.predictions(self.generate_text(batch), batch["target"].device)
         self.update_metrics(stage, preds, batch)
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         """Generated text and the label parsed from it (``None`` when unparseable)."""
         texts = self.generate_text(batch)
         return {"text": texts, "prediction": [self.task_spec.parse_prediction(t) for t in texts]}

@@ -1,11 +1,15 @@
-"""How AdaptiveSelection reads and freezes adapter tensors under each distributed set-up.
+"""Reading, resetting and freezing trained tensors between backward and optimizer step.
+
+One class per way a Lightning strategy holds parameters, gradients and optimizer state:
 
 * :class:`Access`: plain tensors (one process, or DDP with ``find_unused_parameters``).
 * :class:`DDPAccess`: DDP, whose reducer breaks if a parameter stops requiring grad.
 * :class:`DTensorAccess`: FSDP2 shards; sums are all-reduced by the caller.
 * :class:`DeepSpeedAccess`: ZeRO 1-3 through DeepSpeed's ``safe_get_full_*`` accessors.
 
-:func:`access_for` picks one for a trainer.
+:func:`access_for` picks one for a trainer (``None``: a plain PyTorch loop). The selection
+tracker (:mod:`hadamard_lit.callbacks.importance`) is the user: it never looks at the
+strategy itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from hadamard_lit.adapters.base import AdapterLayer
+from hadamard_lit.parallel.tensors import (
+    full_numel,
+    full_shape,
+    local_part,
+    shard_like,
+    storage_device,
+    whole_like,
+)
 
 
 class Access:
@@ -30,6 +42,14 @@ class Access:
     can_freeze = True
     #: Whether removed modules must be put back to identity after every optimizer step.
     restore_after_step = False
+
+    def is_step_boundary(self) -> bool:
+        """Whether the gradients now in place end an optimizer step.
+
+        Lightning calls ``on_before_optimizer_step`` once per optimizer step, except under
+        a strategy that accumulates gradients itself (DeepSpeed): there, on every batch.
+        """
+        return True
 
     def begin_step(self) -> None:
         """Called before the reads of each optimizer step."""
@@ -82,35 +102,20 @@ class DTensorAccess(Access):
     sharded = True
 
     def read(self, param: nn.Parameter) -> tuple[Tensor, Tensor | None]:
-        grad = param.grad
-        local_grad = grad.to_local() if grad is not None and hasattr(grad, "to_local") else grad
-        return param.detach().to_local(), local_grad  # type: ignore[attr-defined]
+        value = local_part(param.detach())
+        assert value is not None
+        return value, local_part(param.grad)
 
     def local_numel(self, param: nn.Parameter) -> int:
-        return param.to_local().numel()  # type: ignore[attr-defined]
+        local = local_part(param)
+        assert local is not None
+        return local.numel()
 
     def gather(self, local: Tensor, param: nn.Parameter) -> Tensor:
-        from torch.distributed.tensor import DTensor
-
-        spec: Any = param
-        whole = DTensor.from_local(
-            local.to(param.device),
-            spec.device_mesh,
-            spec.placements,
-            run_check=False,
-            shape=param.shape,
-            stride=param.stride(),
-        )
-        return whole.full_tensor()
+        return whole_like(local, param)
 
     def scatter(self, full: Tensor, param: nn.Parameter) -> Tensor:
-        from torch.distributed.tensor import distribute_tensor
-
-        spec: Any = param
-        shard = distribute_tensor(
-            full.to(param.device), spec.device_mesh, spec.placements, src_data_rank=None
-        )
-        return shard.to_local()
+        return shard_like(full, param)
 
 
 class DeepSpeedAccess(Access):
@@ -122,6 +127,9 @@ class DeepSpeedAccess(Access):
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.grad_divisor = 1.0
+
+    def is_step_boundary(self) -> bool:
+        return bool(self.engine.is_gradient_accumulation_boundary())
 
     def begin_step(self) -> None:
         # What the gradients DeepSpeed holds are multiplied by: its fp16 loss scale (read
@@ -143,10 +151,10 @@ class DeepSpeedAccess(Access):
             value = param.detach()
         if grad is not None and self.grad_divisor != 1.0:
             grad = grad / self.grad_divisor
-        return value.reshape(param.ds_shape if hasattr(param, "ds_shape") else param.shape), grad
+        return value.reshape(full_shape(param)), grad
 
     def local_numel(self, param: nn.Parameter) -> int:
-        return int(getattr(param, "ds_numel", param.numel()))
+        return full_numel(param)
 
     def reset(self, layer: AdapterLayer, optimizers: Sequence[Optimizer]) -> None:
         from deepspeed.utils import safe_set_full_optimizer_state
@@ -155,7 +163,9 @@ class DeepSpeedAccess(Access):
         self._set_identity(layer, params)
         for param in params:
             for key in _deepspeed_state_keys(param):
-                value = torch.zeros(_ds_shape(param), dtype=torch.float32, device=device_of(param))
+                value = torch.zeros(
+                    full_shape(param), dtype=torch.float32, device=storage_device(param)
+                )
                 safe_set_full_optimizer_state(param, value, key)
 
     def clear_grads(self, params: Iterable[nn.Parameter]) -> None:
@@ -163,7 +173,9 @@ class DeepSpeedAccess(Access):
 
         for param in params:
             param.grad = None
-            zeros = torch.zeros(_ds_shape(param), dtype=torch.float32, device=device_of(param))
+            zeros = torch.zeros(
+                full_shape(param), dtype=torch.float32, device=storage_device(param)
+            )
             safe_set_full_grad(param, zeros)
 
     def restore(self, layers: Iterable[AdapterLayer]) -> None:
@@ -183,10 +195,6 @@ class DeepSpeedAccess(Access):
             safe_set_full_fp32_param(param, value)
 
 
-def _ds_shape(param: nn.Parameter) -> torch.Size:
-    return getattr(param, "ds_shape", param.shape)
-
-
 def _deepspeed_state_keys(param: nn.Parameter) -> list[str]:
     """Names of the optimizer's per-element state tensors (``exp_avg``, ...) for ``param``."""
     mapping = getattr(param, "_hp_mapping", None)
@@ -200,6 +208,7 @@ def _deepspeed_state_keys(param: nn.Parameter) -> list[str]:
 
 
 def access_for(trainer: pl.Trainer | None) -> Access:
+    """The access for ``trainer``'s strategy (``None``: plain tensors, a PyTorch loop)."""
     if trainer is None:
         return Access()
     from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -216,9 +225,3 @@ def access_for(trainer: pl.Trainer | None) -> Access:
     if any(hasattr(p, "device_mesh") for p in module.parameters()):
         return DTensorAccess()
     return Access()
-
-
-def device_of(param: nn.Parameter) -> torch.device:
-    """Where ``param``'s data lives (a ZeRO-3 parameter: its partition)."""
-    tensor = getattr(param, "ds_tensor", None)
-    return tensor.device if tensor is not None else param.device
