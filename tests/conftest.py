@@ -1,11 +1,20 @@
-"""Shared test set-up: offline Hugging Face, small thread counts, tiny model configs."""
+"""Shared test set-up: offline Hugging Face, small thread counts, the fixtures of real
+tokenizers, models and data. Test tiers are folders: ``unit/``, ``architectures/``
+(method x architecture), ``cli/`` (end-to-end), ``distributed/``, ``slurm/``; what they
+share is the ``helpers`` package."""
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# `helpers` (tests/helpers) imports in every tier's test files and in the scripts they start.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers.paths import SHARED_DATA, T5_TOKENIZER
 
 # Hub look-ups of names that are not local folders retry for ~23 s before failing offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,50 +27,6 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 # signature) prints an accelerator warning to stdout, into --print_config's YAML.
 if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-# -- modules, CLI and configs: tiny backbones, real tokenizers, real data ------------------
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHARED_DATA = SHARED / "data"
-T5_TOKENIZER = SHARED / "models" / "t5-tokenizer"
-
-#: Random-init backbones as ``backbone_config`` dicts, vocabularies of the real tokenizers.
-TINY_T5 = {
-    "model_type": "t5",
-    "vocab_size": 32128,
-    "d_model": 32,
-    "d_kv": 8,
-    "d_ff": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "dropout_rate": 0.0,
-    # transformers 5 no longer defaults these, and _shift_right needs them.
-    "decoder_start_token_id": 0,
-    "pad_token_id": 0,
-    "eos_token_id": 1,
-}
-TINY_BERT = {
-    "model_type": "bert",
-    "vocab_size": 30522,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-    "max_position_embeddings": 128,
-}
-TINY_LLAMA = {
-    "model_type": "llama",
-    "vocab_size": 49152,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 512,
-    "tie_word_embeddings": True,
-}
 
 
 @pytest.fixture(scope="session")

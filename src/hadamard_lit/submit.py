@@ -25,6 +25,19 @@ from typing import Any
 from hadamard_lit.sweep import Sweep, load_sweep
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
+#: What each array task asks the scheduler for: (flag, type, default, help).
+RESOURCES: list[tuple[str, type, Any, str]] = [
+    ("--partition", str, None, "SLURM partition"),
+    ("--time", int, 60, "time limit per task, minutes"),
+    ("--gpus_per_node", int, 0, "GPUs per node"),
+    ("--cpus_per_task", int, 2, "CPU cores per task (and torch threads)"),
+    ("--mem_gb", float, 8.0, "memory per node, GB"),
+    ("--nodes", int, 1, "nodes per task"),
+    ("--tasks_per_node", int, 1, "processes per node; > 1 runs Lightning DDP/FSDP across them"),
+    ("--array_parallelism", int, 16, "max array tasks running at once"),
+    ("--signal_delay_s", int, 90, "seconds between the requeue signal and the time limit"),
+    ("--max_requeues", int, 3, "how often a timed-out task is requeued"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,30 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CLUSTERS,
         help="submitit executor: auto (SLURM when sbatch exists), slurm, local, debug",
     )
-    p.add_argument("--partition", default=None, help="SLURM partition")
-    p.add_argument("--time", type=int, default=60, help="time limit per task, minutes")
-    p.add_argument("--gpus_per_node", type=int, default=0)
-    p.add_argument("--cpus_per_task", type=int, default=2)
-    p.add_argument("--mem_gb", type=float, default=8.0)
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument(
-        "--tasks_per_node",
-        type=int,
-        default=1,
-        help="processes per node; > 1 runs Lightning DDP/FSDP across them",
-    )
-    p.add_argument(
-        "--array_parallelism", type=int, default=16, help="max array tasks running at once"
-    )
-    p.add_argument(
-        "--signal_delay_s",
-        type=int,
-        default=90,
-        help="seconds between the requeue signal and the time limit",
-    )
-    p.add_argument(
-        "--max_requeues", type=int, default=3, help="how often a timed-out task is requeued"
-    )
+    for flag, kind, default, text in RESOURCES:
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument(
         "--slurm_arg",
         action="append",

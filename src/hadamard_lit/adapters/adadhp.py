@@ -13,41 +13,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
-from hadamard_lit.adapters.functional import scaled_linear
 from hadamard_lit.adapters.roles import Architecture
+from hadamard_lit.adapters.scaled import ScaledLinearLayer, Vector
 
 
-class DualHadamardLinear(AdapterLayer):
+class DualHadamardLinear(ScaledLinearLayer):
     """``y = r ⊙ (W (l ⊙ x)) + b`` with ``row_scale = r`` and ``col_scale = l``."""
 
-    adapter_parameter_names = ("row_scale", "col_scale")
-
-    def __init__(self, base: nn.Module) -> None:
-        super().__init__(base)
-        self.row_scale = self.new_vector(self.out_features, 1.0)
-        self.col_scale = self.new_vector(self.in_features, 1.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return scaled_linear(
-            x, self.linear_weight, self.bias, in_scale=self.col_scale, out_scale=self.row_scale
-        )
-
-    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
-        w = (
-            self.linear_weight.float()
-            * self.row_scale.float()[:, None]
-            * self.col_scale.float()[None, :]
-        )
-        return w, self.bias
-
-    def reset_adapter(self) -> None:
-        with torch.no_grad():
-            self.row_scale.fill_(1.0)
-            self.col_scale.fill_(1.0)
+    vectors: ClassVar[dict[str, Vector]] = {
+        "row_scale": Vector("out_scale", 1.0),
+        "col_scale": Vector("in_scale", 1.0),
+    }
 
 
 #: Every attention (self and cross) and FFN matrix, and a pretrained pooler: the authors'

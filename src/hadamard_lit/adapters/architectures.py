@@ -1,10 +1,11 @@
 """The architecture table: which module plays which role, per transformers model family.
 
-One :class:`~hadamard_lit.adapters.roles.Architecture` per family; every strategy's
-defaults, the Hadamard Adapter's norms, layer indices, FSDP2 units and the default task
-head come from here. To support another family, add one entry (the README says how); its
-tiny test models are built from ``model_types`` (and ``test_config``/``test_variants``) and
-run through every method's tests without editing them.
+One :class:`~hadamard_lit.adapters.roles.Architecture` per family, read from
+``architectures.yaml`` beside this file; every strategy's defaults, the Hadamard
+Adapter's norms, layer indices, FSDP2 units and the default task head come from it. To
+support another family, add one entry there (the README says how); its tiny test models
+are built from ``model_types`` (and ``test_config``/``test_variants``) and run through every
+method's tests without editing them.
 
 A model whose ``model_type`` is not here gets its roles detected from its module names
 (:mod:`hadamard_lit.adapters.detection`), or a clear error listing its linear layers.
@@ -13,317 +14,63 @@ A model whose ``model_type`` is not here gets its roles detected from its module
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 from hadamard_lit.adapters.roles import Architecture
 
 log = logging.getLogger(__name__)
 
-_LLAMA_ROLES = {
-    "attention.query": "self_attn.q_proj",
-    "attention.key": "self_attn.k_proj",
-    "attention.value": "self_attn.v_proj",
-    "attention.output": "self_attn.o_proj",
-    "ffn.gate": "mlp.gate_proj",
-    "ffn.up": "mlp.up_proj",
-    "ffn.out": "mlp.down_proj",
-    "norm.post_attention": "post_attention_layernorm",
-}
-_BERT_ROLES = {
-    "attention.query": "attention.self.query",
-    "attention.key": "attention.self.key",
-    "attention.value": "attention.self.value",
-    "attention.output": "attention.output.dense",
-    "ffn.in": "intermediate.dense",
-    "ffn.out": "output.dense",
-    "norm.post_attention": "attention.output.LayerNorm",
-}
+#: The table itself (package data): one YAML entry per family.
+TABLE_FILE = Path(__file__).with_name("architectures.yaml")
 
 
-def _t5_roles() -> dict[str, str]:
-    roles = {}
-    for kind, sublayer, module in (
-        ("attention", 0, "SelfAttention"),
-        ("cross_attention", 1, "EncDecAttention"),
-    ):
-        for role, short in (("query", "q"), ("key", "k"), ("value", "v"), ("output", "o")):
-            roles[f"{kind}.{role}"] = f"layer.{sublayer}.{module}.{short}"
-    ffn = "layer.*.DenseReluDense"
-    roles.update({"ffn.in": f"{ffn}.wi", "ffn.gate": f"{ffn}.wi_0", "ffn.up": f"{ffn}.wi_1"})
-    roles.update({"ffn.out": f"{ffn}.wo", "norm.post_attention": "layer.1.layer_norm"})
-    return roles
+def _pattern(value: Any) -> str | tuple[str, ...]:
+    return tuple(value) if isinstance(value, list) else str(value)
 
 
-def _bart_roles() -> dict[str, str]:
-    roles = {}
-    for kind, module in (("attention", "self_attn"), ("cross_attention", "encoder_attn")):
-        for role, short in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-            roles[f"{kind}.{role}"] = f"{module}.{short}"
-        roles[f"{kind}.output"] = f"{module}.out_proj"
-    roles.update({"ffn.in": "fc1", "ffn.out": "fc2"})
-    return roles
+def entry(name: str, fields: dict[str, Any]) -> Architecture:
+    """One table entry as an :class:`Architecture` (YAML lists become tuples).
 
-
-def _llama_like(name: str, *model_types: str, notes: str = "", **options: Any) -> Architecture:
+    Raises:
+        ValueError: a field the entry does not know, or an unknown role.
+    """
+    known = {
+        "model_types", "kind", "blocks", "roles", "pooler", "head", "notes",
+        "config_variants", "test_config", "test_variants",
+    }  # fmt: skip
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"Architecture table entry {name!r}: unknown fields {unknown}")
+    variants = tuple(
+        (dict(v["if"]), {role: _pattern(p) for role, p in v["roles"].items()})
+        for v in fields.get("config_variants", ())
+    )
     return Architecture(
         name=name,
-        model_types=model_types or (name,),
-        kind="decoder",
-        blocks=("layers",),
-        roles={**_LLAMA_ROLES, **options.pop("roles", {})},
-        head=("score",),
-        notes=notes,
-        **options,
+        model_types=tuple(fields["model_types"]),
+        kind=fields["kind"],
+        blocks=tuple(fields["blocks"]),
+        roles={role: _pattern(p) for role, p in fields["roles"].items()},
+        pooler=fields.get("pooler"),
+        head=tuple(fields.get("head", ())),
+        notes=" ".join(str(fields.get("notes", "")).split()),
+        config_variants=variants,
+        test_config=dict(fields.get("test_config", {})),
+        test_variants={k: dict(v) for k, v in fields.get("test_variants", {}).items()},
     )
 
 
-ARCHITECTURES: tuple[Architecture, ...] = (
-    # -- encoder-decoders ------------------------------------------------------------------
-    Architecture(
-        name="t5",
-        model_types=("t5", "mt5", "umt5"),
-        kind="encoder-decoder",
-        blocks=("encoder.block", "decoder.block"),
-        roles=_t5_roles(),
-        head=("classification_head",),
-        notes="pre-LN: the norm after self-attention is the next sub-layer's input norm",
-        test_variants={"t5-v1_1": {"model_type": "t5", "feed_forward_proj": "gated-gelu"}},
-    ),
-    Architecture(
-        name="bart",
-        model_types=("bart",),
-        kind="encoder-decoder",
-        blocks=("encoder.layers", "decoder.layers"),
-        roles={**_bart_roles(), "norm.post_attention": "self_attn_layer_norm"},
-        head=("classification_head", "qa_outputs"),
-    ),
-    Architecture(
-        name="mbart",
-        model_types=("mbart",),
-        kind="encoder-decoder",
-        blocks=("encoder.layers", "decoder.layers"),
-        # Pre-LN: after self-attention comes the cross-attention's (decoder) or the FFN's norm.
-        roles={
-            **_bart_roles(),
-            "norm.post_attention": ("encoder_attn_layer_norm", "final_layer_norm"),
-        },
-        head=("classification_head", "qa_outputs"),
-    ),
-    # -- encoders --------------------------------------------------------------------------
-    Architecture(
-        name="bert",
-        model_types=("bert", "roberta", "xlm-roberta", "camembert", "electra"),
-        kind="encoder",
-        blocks=("encoder.layer",),
-        roles=_BERT_ROLES,
-        pooler="pooler.dense",
-        head=("classifier", "qa_outputs"),
-    ),
-    Architecture(
-        name="distilbert",
-        model_types=("distilbert",),
-        kind="encoder",
-        blocks=("transformer.layer",),
-        roles={
-            "attention.query": "attention.q_lin",
-            "attention.key": "attention.k_lin",
-            "attention.value": "attention.v_lin",
-            "attention.output": "attention.out_lin",
-            "ffn.in": "ffn.lin1",
-            "ffn.out": "ffn.lin2",
-            "norm.post_attention": "sa_layer_norm",
-        },
-        head=("pre_classifier", "classifier", "qa_outputs"),
-    ),
-    Architecture(
-        name="albert",
-        model_types=("albert",),
-        kind="encoder",
-        blocks=("albert_layers",),
-        roles={
-            "attention.query": "attention.query",
-            "attention.key": "attention.key",
-            "attention.value": "attention.value",
-            "attention.output": "attention.dense",
-            "ffn.in": "ffn",
-            "ffn.out": "ffn_output",
-            "norm.post_attention": "attention.LayerNorm",
-        },
-        pooler="pooler",
-        head=("classifier", "qa_outputs"),
-        notes="one set of layer weights shared by every layer (ALBERT's design): adapters too",
-        test_config={"embedding_size": 16},
-    ),
-    Architecture(
-        name="deberta-v2",
-        model_types=("deberta-v2",),
-        kind="encoder",
-        blocks=("encoder.layer",),
-        roles={
-            **_BERT_ROLES,
-            "attention.query": "attention.self.query_proj",
-            "attention.key": "attention.self.key_proj",
-            "attention.value": "attention.self.value_proj",
-        },
-        # Its ContextPooler is new in a classification model (not in the checkpoints): head.
-        head=("pooler", "classifier", "qa_outputs"),
-        notes="DeBERTa-v3 checkpoints use this architecture",
-    ),
-    Architecture(
-        name="modernbert",
-        model_types=("modernbert",),
-        kind="encoder",
-        blocks=("layers",),
-        roles={
-            "attention.qkv": "attn.Wqkv",
-            "attention.output": "attn.Wo",
-            "ffn.in": "mlp.Wi",
-            "ffn.out": "mlp.Wo",
-            "norm.post_attention": "mlp_norm",
-        },
-        head=("head", "classifier"),
-        notes="fused qkv (Wqkv) and a fused gated FFN input (Wi)",
-    ),
-    # -- decoders --------------------------------------------------------------------------
-    Architecture(
-        name="gpt2",
-        model_types=("gpt2",),
-        kind="decoder",
-        blocks=("h",),
-        roles={
-            "attention.qkv": "attn.c_attn",
-            "attention.output": "attn.c_proj",
-            "ffn.in": "mlp.c_fc",
-            "ffn.out": "mlp.c_proj",
-            "norm.post_attention": "ln_2",
-        },
-        head=("score",),
-        notes="Conv1D layers, fused qkv (c_attn)",
-    ),
-    Architecture(
-        name="gpt_neox",
-        model_types=("gpt_neox",),
-        kind="decoder",
-        blocks=("layers",),
-        roles={
-            "attention.qkv": "attention.query_key_value",
-            "attention.output": "attention.dense",
-            "ffn.in": "mlp.dense_h_to_4h",
-            "ffn.out": "mlp.dense_4h_to_h",
-            "norm.post_attention": "post_attention_layernorm",
-        },
-        head=("score",),
-        notes="fused qkv (query_key_value)",
-    ),
-    Architecture(
-        name="gptj",
-        model_types=("gptj",),
-        kind="decoder",
-        blocks=("h",),
-        roles={
-            "attention.query": "attn.q_proj",
-            "attention.key": "attn.k_proj",
-            "attention.value": "attn.v_proj",
-            "attention.output": "attn.out_proj",
-            "ffn.in": "mlp.fc_in",
-            "ffn.out": "mlp.fc_out",
-        },
-        head=("score",),
-        notes="parallel attention and FFN share one norm: no norm after attention",
-        test_config={"rotary_dim": 4},
-    ),
-    Architecture(
-        name="opt",
-        model_types=("opt",),
-        kind="decoder",
-        blocks=("layers",),
-        roles={
-            **{k: v for k, v in _bart_roles().items() if not k.startswith("cross")},
-            "norm.post_attention": "final_layer_norm",
-        },
-        # OPT-350m is post-LN: there the norm after self-attention is its own.
-        config_roles=lambda config: (
-            {}
-            if getattr(config, "do_layer_norm_before", True)
-            else {"norm.post_attention": "self_attn_layer_norm"}
-        ),
-        head=("score",),
-    ),
-    Architecture(
-        name="falcon",
-        model_types=("falcon",),
-        kind="decoder",
-        blocks=("h",),
-        roles={
-            "attention.qkv": "self_attention.query_key_value",
-            "attention.output": "self_attention.dense",
-            "ffn.in": "mlp.dense_h_to_4h",
-            "ffn.out": "mlp.dense_4h_to_h",
-            "norm.post_attention": "post_attention_layernorm",
-        },
-        head=("score",),
-        notes="fused qkv; parallel-attention variants (most checkpoints) have no norm after attention",
-    ),
-    Architecture(
-        name="phi",
-        model_types=("phi",),
-        kind="decoder",
-        blocks=("layers",),
-        roles={
-            "attention.query": "self_attn.q_proj",
-            "attention.key": "self_attn.k_proj",
-            "attention.value": "self_attn.v_proj",
-            "attention.output": "self_attn.dense",
-            "ffn.in": "mlp.fc1",
-            "ffn.out": "mlp.fc2",
-        },
-        head=("score",),
-        notes="parallel attention and FFN share one norm: no norm after attention",
-    ),
-    Architecture(
-        name="phi3",
-        model_types=("phi3",),
-        kind="decoder",
-        blocks=("layers",),
-        roles={
-            "attention.qkv": "self_attn.qkv_proj",
-            "attention.output": "self_attn.o_proj",
-            "ffn.in": "mlp.gate_up_proj",
-            "ffn.out": "mlp.down_proj",
-            "norm.post_attention": "post_attention_layernorm",
-        },
-        head=("score",),
-        notes="fused qkv (qkv_proj) and gate+up (gate_up_proj)",
-    ),
-    _llama_like("llama"),
-    _llama_like("mistral"),
-    _llama_like(
-        "mixtral",
-        # transformers < 5 keeps each expert as w1/w2/w3 linear layers; 5 fuses them.
-        roles={
-            "ffn.gate": "block_sparse_moe.experts.*.w1",
-            "ffn.up": "block_sparse_moe.experts.*.w3",
-            "ffn.out": "block_sparse_moe.experts.*.w2",
-        },
-        notes=(
-            "experts: transformers 5 fuses them into 3-D parameters, which no method adapts "
-            "(FFN roles match nothing there); attention is adapted, the router never"
-        ),
-        test_config={"num_local_experts": 4, "num_experts_per_tok": 2},
-    ),
-    _llama_like("qwen2"),
-    _llama_like("qwen3", notes="q_norm/k_norm inside attention are not the norm after it"),
-    _llama_like("gemma"),
-    _llama_like("gemma2", notes="post_attention_layernorm normalises the attention output itself"),
-    _llama_like("gemma3_text", notes="Gemma 3's text model (Gemma3ForCausalLM)"),
-    _llama_like(
-        "olmo2", notes="post-norm: post_attention_layernorm normalises the attention output"
-    ),
-    _llama_like("granite"),
-    _llama_like("stablelm"),
-)
+def load_table(path: Path = TABLE_FILE) -> tuple[Architecture, ...]:
+    """Every entry of the table file, in its order."""
+    table = yaml.safe_load(path.read_text())
+    return tuple(entry(str(name), fields) for name, fields in table.items())
+
+
+ARCHITECTURES: tuple[Architecture, ...] = load_table()
 
 _BY_MODEL_TYPE: dict[str, Architecture] = {t: a for a in ARCHITECTURES for t in a.model_types}
 
@@ -357,3 +104,18 @@ def architecture_of(model: nn.Module) -> Architecture:
     detected = detect_architecture(model)
     model.__dict__["_hadamard_lit_architecture"] = detected
     return detected
+
+
+def block_positions(model: nn.Module, names: list[str]) -> dict[str, tuple[str, int, str]]:
+    """Each module name's (stack, block index, name inside the block), where the table or
+    the detection knows ``model``'s blocks (``{}`` where neither does)."""
+    try:
+        architecture = architecture_of(model)
+    except ValueError:
+        return {}
+    positions = {}
+    for name in names:
+        block = architecture.block_of(model, name)
+        if block is not None:
+            positions[name] = (block.stack, block.index, name[len(block.name) + 1 :])
+    return positions

@@ -348,6 +348,22 @@ def get_adapter_record(model: nn.Module, required: bool = True) -> AdapterRecord
     return record
 
 
+def find_adapted_model(root: nn.Module) -> nn.Module:
+    """The first module under ``root`` (itself included) that has an adapter strategy applied.
+
+    Raises:
+        ValueError: none has; the message says how to apply one.
+    """
+    for module in root.modules():
+        if get_adapter_record(module, required=False) is not None:
+            return module
+    raise ValueError(
+        f"Found no adapter strategy applied in {type(root).__name__}: "
+        "apply one (e.g. `AdaDHP().apply(model)`) to the transformers model the "
+        "LightningModule trains, in `__init__` or `configure_model`"
+    )
+
+
 def _set_record(model: nn.Module, record: AdapterRecord | None) -> None:
     # Stored in __dict__ directly: it is bookkeeping, not a submodule or parameter.
     if record is None:

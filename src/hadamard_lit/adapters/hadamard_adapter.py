@@ -18,54 +18,23 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hadamard_lit.adapters.architectures import architecture_of
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
-from hadamard_lit.adapters.functional import scaled_linear
+from hadamard_lit.adapters.scaled import ScaledLinearLayer, Vector
 
 log = logging.getLogger(__name__)
 
 
-class HadamardAdapterLinear(AdapterLayer):
+class HadamardAdapterLinear(ScaledLinearLayer):
     """``y = w ⊙ (W x + b_O) + b`` on an attention output projection."""
 
-    adapter_parameter_names = ("hadamard_weight", "hadamard_bias")
-
-    def __init__(self, base: nn.Module) -> None:
-        super().__init__(base)
-        self.hadamard_weight = self.new_vector(self.out_features, 1.0)
-        self.hadamard_bias = self.new_vector(self.out_features, 0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return scaled_linear(
-            x,
-            self.linear_weight,
-            self.bias,
-            out_scale=self.hadamard_weight,
-            out_shift=self.hadamard_bias,
-            scale_bias=True,
-        )
-
-    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
-        w = self.hadamard_weight.float()
-        weight = self.linear_weight.float() * w[:, None]
-        if self.bias is not None:
-            return weight, self.bias.float() * w + self.hadamard_bias.float()
-        if bool((self.hadamard_bias != 0).any()):
-            raise ValueError(
-                "Cannot merge a Hadamard Adapter whose bias is non-zero into an output "
-                "projection without a bias (T5, Llama): the merged model would need a bias "
-                "its architecture does not load. Export the adapter state dict instead, or "
-                "train with a model whose attention output projection has a bias."
-            )
-        return weight, None
-
-    def reset_adapter(self) -> None:
-        with torch.no_grad():
-            self.hadamard_weight.fill_(1.0)
-            self.hadamard_bias.zero_()
+    vectors: ClassVar[dict[str, Vector]] = {
+        "hadamard_weight": Vector("out_scale", 1.0),
+        "hadamard_bias": Vector("out_shift", 0.0),
+    }
+    scale_bias = True
 
 
 class HadamardAdapter(AdapterStrategy):

@@ -19,23 +19,17 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from hadamard_lit.adapters.base import AdapterLayer
-from hadamard_lit.adapters.lora import LowRankStrategy, init_low_rank_pair
+from hadamard_lit.adapters.lora import LowRankLayer, LowRankStrategy
 
 
-class HUTLinear(AdapterLayer):
+class HUTLinear(LowRankLayer):
     """``y = (W ⊙ (1 + s B A)) x + b``; with dropout, ``W x + b + (s W ⊙ B A) dropout(x)``."""
 
     adapter_parameter_names = ("hut_A", "hut_B")
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
-        super().__init__(base)
-        self.rank = rank
-        self.scaling = alpha / rank
-        self.dropout_p = dropout
-        self.hut_A, self.hut_B = init_low_rank_pair(self, rank)
-
     def _update(self, dtype: torch.dtype) -> Tensor:
-        return self.hut_B.to(dtype) @ self.hut_A.to(dtype)
+        a, b = self.low_rank_pair(dtype)
+        return b @ a
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.linear_weight.to(x.dtype)
@@ -43,7 +37,7 @@ class HUTLinear(AdapterLayer):
             # Dropout applies to the update's path only, as LoRA's does: the base layer
             # must see the undropped input.
             delta = self.scaling * w * self._update(x.dtype)
-            return F.linear(x, w, self.bias) + F.linear(F.dropout(x, self.dropout_p), delta)
+            return F.linear(x, w, self.bias) + F.linear(self.dropout(x), delta)
         # One weight-sized tensor per forward, whatever the number of tokens.
         return F.linear(
             x, torch.addcmul(w, w, self._update(x.dtype), value=self.scaling), self.bias
@@ -52,13 +46,6 @@ class HUTLinear(AdapterLayer):
     def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
         w = self.linear_weight.float()
         return torch.addcmul(w, w, self._update(torch.float32), value=self.scaling), self.bias
-
-    def reset_adapter(self) -> None:
-        with torch.no_grad():
-            self.hut_B.zero_()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, rank={self.rank}, scaling={self.scaling}"
 
 
 class HUT(LowRankStrategy):

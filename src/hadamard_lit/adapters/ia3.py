@@ -13,44 +13,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hadamard_lit.adapters.architectures import architecture_of
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
-from hadamard_lit.adapters.functional import scaled_linear
+from hadamard_lit.adapters.roles import self_and_cross
+from hadamard_lit.adapters.scaled import ScaledLinearLayer, Vector
 from hadamard_lit.adapters.targets import check_patterns, matches
 
 
-class IA3Linear(AdapterLayer):
+class IA3Linear(ScaledLinearLayer):
     """One (IA)3 vector on the output (``scale_input=False``) or the input of a layer."""
 
-    adapter_parameter_names = ("ia3_scale",)
-
     def __init__(self, base: nn.Module, scale_input: bool) -> None:
-        super().__init__(base)
+        vector = Vector("in_scale" if scale_input else "out_scale", 1.0)
+        super().__init__(base, {"ia3_scale": vector}, scale_bias=not scale_input)
         self.scale_input = scale_input
-        self.ia3_scale = self.new_vector(
-            self.in_features if scale_input else self.out_features, 1.0
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.scale_input:
-            return scaled_linear(x, self.linear_weight, self.bias, in_scale=self.ia3_scale)
-        return scaled_linear(
-            x, self.linear_weight, self.bias, out_scale=self.ia3_scale, scale_bias=True
-        )
-
-    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
-        scale = self.ia3_scale.float()
-        if self.scale_input:
-            return self.linear_weight.float() * scale[None, :], self.bias
-        bias = None if self.bias is None else self.bias.float() * scale
-        return self.linear_weight.float() * scale[:, None], bias
-
-    def reset_adapter(self) -> None:
-        with torch.no_grad():
-            self.ia3_scale.fill_(1.0)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scale_input={self.scale_input}"
@@ -71,15 +49,7 @@ class IA3(AdapterStrategy):
         modules_to_save: modules trained in full (the task head by default).
     """
 
-    default_roles: ClassVar[tuple[str, ...]] = (
-        "attention.key",
-        "attention.value",
-        "attention.qkv",
-        "cross_attention.key",
-        "cross_attention.value",
-        "cross_attention.qkv",
-        "ffn.out",
-    )
+    default_roles: ClassVar[tuple[str, ...]] = (*self_and_cross("key", "value", "qkv"), "ffn.out")
     #: The roles that get input scaling.
     feedforward_roles: ClassVar[tuple[str, ...]] = ("ffn.out",)
 

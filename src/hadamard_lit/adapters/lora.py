@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy
+from hadamard_lit.adapters.roles import self_and_cross
 
 
 def check_low_rank_options(rank: int, alpha: float, dropout: float) -> None:
@@ -37,35 +38,48 @@ def init_low_rank_pair(layer: AdapterLayer, rank: int) -> tuple[nn.Parameter, nn
     return a, b
 
 
-class LoRALinear(AdapterLayer):
-    """``y = W x + b + s · B (A dropout(x))``."""
-
-    adapter_parameter_names = ("lora_A", "lora_B")
+class LowRankLayer(AdapterLayer):
+    """What LoRA's and HUT's layers share: ``A`` (r x in, Kaiming-uniform) and ``B``
+    (out x r, zero) under the names in ``adapter_parameter_names``, the scale ``alpha / r``,
+    and dropout on the update path's input (training only)."""
 
     def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
         super().__init__(base)
         self.rank = rank
         self.scaling = alpha / rank
+        self.dropout_p = dropout
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_A, self.lora_B = init_low_rank_pair(self, rank)
+        a_name, b_name = self.adapter_parameter_names
+        a, b = init_low_rank_pair(self, rank)
+        setattr(self, a_name, a)
+        setattr(self, b_name, b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.linear(x, self.linear_weight, self.bias)
-        update = F.linear(
-            F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype)
-        )
-        return y + self.scaling * update
-
-    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
-        delta = self.lora_B.float() @ self.lora_A.float()
-        return self.linear_weight.float() + self.scaling * delta, self.bias
+    def low_rank_pair(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(A, B)`` in ``dtype``."""
+        a, b = self.adapter_parameters().values()
+        return a.to(dtype), b.to(dtype)
 
     def reset_adapter(self) -> None:
-        with torch.no_grad():
-            self.lora_B.zero_()
+        with torch.no_grad():  # B = 0: the update vanishes
+            getattr(self, self.adapter_parameter_names[1]).zero_()
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}, scaling={self.scaling}"
+
+
+class LoRALinear(LowRankLayer):
+    """``y = W x + b + s · B (A dropout(x))``."""
+
+    adapter_parameter_names = ("lora_A", "lora_B")
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.low_rank_pair(x.dtype)
+        y = F.linear(x, self.linear_weight, self.bias)
+        return y + self.scaling * F.linear(F.linear(self.dropout(x), a), b)
+
+    def merged_weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        a, b = self.low_rank_pair(torch.float32)
+        return self.linear_weight.float() + self.scaling * (b @ a), self.bias
 
 
 class LowRankStrategy(AdapterStrategy):
@@ -81,14 +95,7 @@ class LowRankStrategy(AdapterStrategy):
     """
 
     #: Query and value projections, self- and cross-attention (fused qkv where fused).
-    default_roles: ClassVar[tuple[str, ...]] = (
-        "attention.query",
-        "attention.value",
-        "attention.qkv",
-        "cross_attention.query",
-        "cross_attention.value",
-        "cross_attention.qkv",
-    )
+    default_roles: ClassVar[tuple[str, ...]] = self_and_cross("query", "value", "qkv")
 
     def __init__(
         self,

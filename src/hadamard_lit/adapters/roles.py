@@ -25,7 +25,7 @@ units) and ``head`` (the task head, trained in full, never adapted).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,6 +53,11 @@ ROLES = (*LINEAR_ROLES, *NORM_ROLES)
 Kind = Literal["encoder", "decoder", "encoder-decoder"]
 #: A role's pattern, or patterns in order of preference (per block, the first that exists).
 Pattern = str | tuple[str, ...]
+
+
+def self_and_cross(*parts: str) -> tuple[str, ...]:
+    """``attention.<part>`` and then ``cross_attention.<part>`` for each ``part``."""
+    return tuple(f"{kind}.{part}" for kind in ("attention", "cross_attention") for part in parts)
 
 
 def expand_roles(roles: Iterable[str]) -> list[str]:
@@ -112,7 +117,8 @@ class Architecture:
         pooler: dotted-name suffix of a pretrained linear layer after the blocks, or None.
         head: top-level module names of the task heads (``"score"``, ``"classifier"``).
         notes: what the defaults leave out and why, for the README and the log.
-        config_roles: role overrides that depend on the config (OPT's post-LN variant).
+        config_variants: ``(condition, roles)`` pairs: role overrides for a model whose config
+            has every field of ``condition`` at that value (OPT's post-LN variant).
         test_config: options for the tiny test model of this entry (``hadamard_lit.testing``).
         test_variants: more tiny test models: name → config options with ``model_type``.
         detected: built by :mod:`~hadamard_lit.adapters.detection`, not from the table.
@@ -126,7 +132,7 @@ class Architecture:
     pooler: str | None = None
     head: tuple[str, ...] = ()
     notes: str = ""
-    config_roles: Callable[[Any], Mapping[str, Pattern]] | None = None
+    config_variants: tuple[tuple[Mapping[str, Any], Mapping[str, Pattern]], ...] = ()
     test_config: Mapping[str, Any] = field(default_factory=dict)
     test_variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     detected: bool = False
@@ -167,10 +173,13 @@ class Architecture:
     # -- roles ----------------------------------------------------------------------------
 
     def patterns(self, config: Any = None) -> dict[str, Pattern]:
-        """Role → pattern for a model with ``config`` (``config_roles`` applied)."""
+        """Role → pattern for a model with ``config`` (its ``config_variants`` applied)."""
         roles = dict(self.roles)
-        if self.config_roles is not None and config is not None:
-            roles.update(self.config_roles(config))
+        for condition, overrides in self.config_variants:
+            if config is not None and all(
+                getattr(config, key, None) == value for key, value in condition.items()
+            ):
+                roles.update(overrides)
         return roles
 
     def modules_for(

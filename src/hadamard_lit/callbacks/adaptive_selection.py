@@ -22,16 +22,9 @@ never after. (peft's AdaLoRA RankAllocator, which the authors' code copies, sele
 ``delta_t``, as in most of the authors' settings; for QNLI's 600/5500/500 peft would select
 at 1000, 1500, ... and this callback at 1100, 1600, ....)
 
-Distributed training
---------------------
-Gradients are read, and removed modules frozen, through
-:mod:`hadamard_lit.parallel.access` (DDP: already averaged; FSDP2: ``DTensor`` shards, with
-per-module sums all-reduced; DeepSpeed ZeRO: DeepSpeed's full fp32 accessors, unscaled).
-The same modules are removed on every rank (rank 0's scores decide). A removed module's
-parameters get ``requires_grad=False`` where the strategy allows it (not under DDP without
-``find_unused_parameters``, nor DeepSpeed), their ``.grad`` is cleared before every later
-optimizer step and their optimizer state is dropped; under DeepSpeed their fp32 master copy
-and module values are put back to identity after each step.
+Under DDP, FSDP2 and DeepSpeed the tracker reads gradients and freezes removed modules
+through :mod:`hadamard_lit.parallel.access`, and every rank removes the same modules
+(:mod:`~hadamard_lit.callbacks.importance` says how).
 """
 
 from __future__ import annotations
@@ -48,8 +41,8 @@ from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from hadamard_lit.adapters.base import get_adapter_record
-from hadamard_lit.adapters.state import adapter_layers
+from hadamard_lit.adapters.architectures import block_positions
+from hadamard_lit.adapters.base import find_adapted_model
 from hadamard_lit.callbacks.importance import ImportanceTracker
 from hadamard_lit.callbacks.selection_plot import SelectionPicture
 from hadamard_lit.callbacks.selection_schedule import CubicSchedule, ScheduleSpec, cubic_budget
@@ -58,22 +51,6 @@ from hadamard_lit.parallel.access import access_for
 STATE_VERSION = 1
 
 __all__ = ["AdaptiveSelection", "cubic_budget", "find_adapted_model"]
-
-
-def find_adapted_model(root: nn.Module) -> nn.Module:
-    """The first module under ``root`` (itself included) that has an adapter strategy applied.
-
-    Raises:
-        ValueError: none has; the message says how to apply one.
-    """
-    for module in root.modules():
-        if get_adapter_record(module, required=False) is not None:
-            return module
-    raise ValueError(
-        f"AdaptiveSelection found no adapter strategy applied in {type(root).__name__}: "
-        "apply one (e.g. `AdaDHP().apply(model)`) to the transformers model the "
-        "LightningModule trains, in `__init__` or `configure_model`"
-    )
 
 
 class AdaptiveSelection(Callback):
@@ -105,17 +82,11 @@ class AdaptiveSelection(Callback):
         delta_t=0.025`` scales with ``max_steps``. Fractions are resolved when training
         starts (or by :meth:`resolve_schedule`).
 
-    Read-outs: :meth:`budget`, :attr:`active_modules`, :attr:`removed_modules`,
-    :attr:`scores`, :attr:`done`, :attr:`plot_path`. Logged (``pl_module.log``) every
-    ``delta_t`` steps and at every selection step: ``selection/active``,
-    ``selection/budget``, ``selection/done`` (0/1) and score quantiles
-    ``selection/score_{min,q25,median,q75,max}`` over active modules. To keep "best"
-    checkpoints from the pruning phase out, use
-    :class:`~hadamard_lit.callbacks.SelectionAwareCheckpoint`.
-
-    Without a Trainer, :meth:`attach` a model and call :meth:`update` once per optimizer
-    step with the gradients in ``.grad`` (or drive an
-    :class:`~hadamard_lit.callbacks.importance.ImportanceTracker` yourself).
+    Logged every ``delta_t`` steps and at every selection step: ``selection/active``,
+    ``selection/budget``, ``selection/done`` (0/1), ``selection/score_{min,q25,median,q75,
+    max}``. :class:`~hadamard_lit.callbacks.SelectionAwareCheckpoint` keeps "best"
+    checkpoints of the pruning phase out. Without a Trainer, :meth:`attach` a model and call
+    :meth:`update` once per optimizer step (or drive an ``ImportanceTracker`` yourself).
     """
 
     def __init__(
@@ -148,7 +119,6 @@ class AdaptiveSelection(Callback):
         self._target_count: int | None = None
         self._positions: dict[str, tuple[str, int, str]] = {}
         self._pending: dict[str, Any] | None = None
-        self._restored_at = 0
 
     # -- the schedule --------------------------------------------------------------------
 
@@ -173,21 +143,16 @@ class AdaptiveSelection(Callback):
         return self._steps is not None
 
     def resolve_schedule(self, total_steps: int) -> tuple[int, int, int]:
-        """Turn fractional ``t_init``/``t_final``/``delta_t`` into steps of a fit of
-        ``total_steps`` optimizer steps; return ``(t_init, t_final, delta_t)``.
-
-        Raises:
-            ValueError: the resolved schedule is empty (``t_final <= t_init``).
-        """
+        """``(t_init, t_final, delta_t)`` in steps of a fit of ``total_steps`` (fractions
+        resolved; an empty window is a ``ValueError``)."""
         self._steps = self.spec.steps(total_steps)
         return self._steps
 
     def _schedule_steps(self) -> tuple[int, int, int]:
         if self._steps is None:
             raise RuntimeError(
-                f"AdaptiveSelection's schedule {self.requested_schedule} is given in fractions of "
-                "the fit's optimizer steps; it is resolved when training starts (or call "
-                "`resolve_schedule(total_steps)`)"
+                f"AdaptiveSelection's schedule {self.requested_schedule} is in fractions of the "
+                "fit's optimizer steps: resolved when training starts, or by resolve_schedule()"
             )
         return self._steps
 
@@ -275,29 +240,19 @@ class AdaptiveSelection(Callback):
             ValueError: no adapter strategy applied, no adapter layers, or a ``target``
                 that leaves nothing to remove or nothing at all.
         """
-        adapted = find_adapted_model(model)
-        layers = adapter_layers(adapted)
-        if not layers:
-            record = get_adapter_record(adapted)
-            raise ValueError(
-                f"{record.strategy.name} injects no adapter layers into "
-                f"{type(adapted).__name__}, so AdaptiveSelection has nothing to select; use "
-                "it with AdaDHP, HUT, LoRA, IA3 or HadamardAdapter"
-            )
-        self._target_count = self.spec.target_count(len(layers))
-        self._positions = _positions(adapted, list(layers))
+        fresh = ImportanceTracker.for_model(model, self.beta1, self.beta2, access_for(trainer))
+        self._target_count = self.spec.target_count(len(fresh.modules))
+        self._positions = block_positions(find_adapted_model(model), fresh.modules)
         old = self._tracker
-        same = (
+        if (
             old is not None
-            and list(layers) == old.modules
-            and all(old.layers[n] is layer for n, layer in layers.items())
-        )
-        access = access_for(trainer)
-        if same and old is not None:
-            old.access = access
+            and old.modules == fresh.modules
+            and all(old.layers[n] is fresh.layers[n] for n in fresh.modules)
+        ):
+            old.access = fresh.access
             old._build_slots(keep_state=True)
         else:
-            self._tracker = ImportanceTracker(layers, self.beta1, self.beta2, access)
+            self._tracker = fresh
 
     def update(self, step: int, optimizers: Sequence[Optimizer] = ()) -> list[str]:
         """Process optimizer step ``step`` from the gradients in place: update the scores
@@ -362,23 +317,13 @@ class AdaptiveSelection(Callback):
 
     @override
     def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
-    ) -> None:
+    ) -> None:  # fmt: skip
         # After the optimizer step of a batch that ended one (DeepSpeed only needs this).
         tracker = self.tracker
-        if (
-            tracker.access.restore_after_step
-            and tracker.removed
-            and trainer.global_step == tracker.last_step
-            and self._restored_at < tracker.last_step
-        ):
-            tracker.restore_removed()
-            self._restored_at = tracker.last_step
+        if tracker.access.restore_after_step and trainer.global_step == tracker.last_step:
+            tracker.restore_removed(once_per_step=True)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -452,39 +397,11 @@ class AdaptiveSelection(Callback):
         self.tracker.load_state_dict(state, optimizers)
 
     def _log(self, pl_module: pl.LightningModule, step: int) -> None:
-        import torch
-
-        active = [self.scores.get(n, 0.0) for n in self.active_modules]
         metrics = {
-            "selection/active": float(len(active)),
+            **self.tracker.summary(),
             "selection/budget": float(self.budget(step)),
             "selection/done": float(self.done),
         }
-        if active:
-            values = torch.tensor(active, dtype=torch.float64)
-            quantiles = torch.quantile(
-                values, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
-            )
-            for label, q in zip(
-                ("min", "q25", "median", "q75", "max"), quantiles.tolist(), strict=True
-            ):
-                metrics[f"selection/score_{label}"] = q
         for key, value in metrics.items():
             # The same on every rank, so no sync; every rank logs so any can monitor it.
             pl_module.log(key, value, on_step=True, on_epoch=False)
-
-
-def _positions(model: nn.Module, names: list[str]) -> dict[str, tuple[str, int, str]]:
-    """Each name's (stack, block index, name inside the block), from the architecture table."""
-    from hadamard_lit.adapters.architectures import architecture_of
-
-    try:
-        architecture = architecture_of(model)
-    except ValueError:  # an architecture the table and the detection do not know
-        return {}
-    positions = {}
-    for name in names:
-        block = architecture.block_of(model, name)
-        if block is not None:
-            positions[name] = (block.stack, block.index, name[len(block.name) + 1 :])
-    return positions

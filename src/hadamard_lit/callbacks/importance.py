@@ -19,9 +19,15 @@ its base layer, frozen, and never trained again.
         optimizer.step(); optimizer.zero_grad()
 
 How it reads gradients and freezes tensors under DDP, FSDP2 and DeepSpeed is the
-:mod:`hadamard_lit.parallel.access` object it is given; under FSDP2 per-module sums and
-element counts are all-reduced (the exact whole-vector mean), and before each selection
-every rank takes rank 0's scores so all remove the same modules.
+:mod:`hadamard_lit.parallel.access` object it is given. DDP's gradients are already
+averaged; under FSDP2 (``DTensor`` shards) per-module sums and element counts are
+all-reduced, the exact whole-vector mean; under DeepSpeed ZeRO the full fp32 values and
+gradients come from DeepSpeed's accessors, unscaled. Before each selection every rank
+takes rank 0's scores, so all remove the same modules. A removed module's parameters get
+``requires_grad=False`` where the strategy allows it (not under DDP without
+``find_unused_parameters``, nor DeepSpeed), their ``.grad`` is cleared before every later
+optimizer step and their optimizer state is dropped; under DeepSpeed their fp32 master
+copy and module values are put back to identity after each step.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from hadamard_lit.adapters.base import AdapterLayer
+from hadamard_lit.adapters.base import AdapterLayer, find_adapted_model, get_adapter_record
+from hadamard_lit.adapters.state import adapter_layers
 from hadamard_lit.callbacks.selection_schedule import CubicSchedule
 from hadamard_lit.parallel.access import Access
 from hadamard_lit.parallel.tensors import (
@@ -83,11 +90,35 @@ class ImportanceTracker:
         self.removed: dict[str, int] = {}
         self.scores: dict[str, float] = {}
         self.last_step = 0
+        self._restored_at = 0
         self._warned_nonfinite = False
         self._slots: list[_Slot] = []
         self._importance = torch.zeros(0)
         self._uncertainty = torch.zeros(0)
         self._build_slots(keep_state=False)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        beta1: float = 0.85,
+        beta2: float = 0.85,
+        access: Access | None = None,
+    ) -> ImportanceTracker:
+        """A tracker of every adapter layer of the adapted model under ``model``.
+
+        Raises:
+            ValueError: no adapter strategy applied, or one that injects no layers.
+        """
+        adapted = find_adapted_model(model)
+        layers = adapter_layers(adapted)
+        if not layers:
+            raise ValueError(
+                f"{get_adapter_record(adapted).strategy.name} injects no adapter layers into "
+                f"{type(adapted).__name__}, so AdaptiveSelection has nothing to select; use "
+                "it with AdaDHP, HUT, LoRA, IA3 or HadamardAdapter"
+            )
+        return cls(layers, beta1, beta2, access)
 
     # -- one optimizer step --------------------------------------------------------------
 
@@ -175,9 +206,26 @@ class ImportanceTracker:
         self.active = [n for n in self.active if n not in gone]
         self._build_slots(keep_state=True)
 
-    def restore_removed(self) -> None:
-        """Undo what an optimizer step did to removed modules (DeepSpeed's flat partitions)."""
+    def restore_removed(self, once_per_step: bool = False) -> None:
+        """Undo what an optimizer step did to removed modules (DeepSpeed's flat partitions);
+        with ``once_per_step``, at most once after each processed step."""
+        if not self.removed or (once_per_step and self._restored_at >= self.last_step):
+            return
         self.access.restore(self.layers[name] for name in self.removed)
+        self._restored_at = self.last_step
+
+    def summary(self) -> dict[str, float]:
+        """``selection/active`` and the quantiles of the active modules' scores."""
+        metrics = {"selection/active": float(len(self.active))}
+        active = [self.scores.get(n, 0.0) for n in self.active]
+        if active:
+            points = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+            quantiles = torch.quantile(torch.tensor(active, dtype=torch.float64), points)
+            for label, q in zip(
+                ("min", "q25", "median", "q75", "max"), quantiles.tolist(), strict=True
+            ):
+                metrics[f"selection/score_{label}"] = q
+        return metrics
 
     # -- state ---------------------------------------------------------------------------
 

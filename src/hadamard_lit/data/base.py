@@ -174,6 +174,34 @@ class TokenizedDataModule(LightningDataModule):
             )
         return self.datasets[name]
 
+    def tokenize(
+        self, data: Dataset, function: Callable[..., Any], desc: str, **kwargs: Any
+    ) -> Dataset:
+        """``data`` mapped through ``function`` in batches (cached on disk by ``datasets``);
+        ``function`` gets the tokenizer and ``kwargs``, and replaces every column."""
+        return data.map(
+            function,
+            batched=True,
+            remove_columns=data.column_names,
+            fn_kwargs={"tokenizer": self.tokenizer, **kwargs},
+            desc=desc,
+        )
+
+    #: Where evaluation batches are padded: "left" for prompts a decoder continues.
+    eval_padding_side: Literal["left", "right"] = "right"
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.make_loader("validation", padding_side=self.eval_padding_side)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.make_loader("test", padding_side=self.eval_padding_side)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.make_loader("test", padding_side=self.eval_padding_side)
+
     def make_loader(self, name: str, train: bool = False, **collate: Any) -> DataLoader:
         dataset = self.split(name)
         return DataLoader(
@@ -241,3 +269,9 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def rows_of(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """A ``datasets.map`` batch (column → values) as a list of rows (column → value)."""
+    keys = list(batch)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*batch.values(), strict=True)]

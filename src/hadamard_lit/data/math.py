@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from datasets import Dataset
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from hadamard_lit.data.answers import (
@@ -50,7 +49,7 @@ from hadamard_lit.data.answers import (
     normalize_math_answer,
     normalize_number,
 )
-from hadamard_lit.data.base import TokenizedDataModule
+from hadamard_lit.data.base import TokenizedDataModule, rows_of
 from hadamard_lit.data.collate import IGNORE_INDEX
 from hadamard_lit.data.sources import check_columns
 
@@ -180,7 +179,8 @@ PAIRINGS: dict[str, tuple[str, str]] = {
 
 
 class MathDataModule(TokenizedDataModule):
-    """Math word problems for a decoder LM: SFT batches and generation batches.
+    """Math word problems for a decoder LM: SFT batches and generation batches (prompts
+    left-padded, so the model continues each right where it ends).
 
     Args:
         dataset: the run's data set (see the module docstring for what trains and what
@@ -199,6 +199,8 @@ class MathDataModule(TokenizedDataModule):
             ``fallback_data_dir``, ``eval_batch_size``,
             ``num_workers``, ``seed``, ``max_train_samples``, ``max_eval_samples``.
     """
+
+    eval_padding_side = "left"
 
     def __init__(
         self,
@@ -275,97 +277,59 @@ class MathDataModule(TokenizedDataModule):
 
     def encode_train(self) -> Dataset:
         """The training set as prompt + solution token ids with the prompt masked."""
-        data = self.limit(self.raw_split(self.train_source, "train"), train=True)
-        before = len(data)
-        encoded = data.map(
-            encode_math_train,
-            batched=True,
-            remove_columns=data.column_names,
-            fn_kwargs={
-                "source": self.train_source,
-                "template": self.prompt_template,
-                "tokenizer": self.tokenizer,
-                "max_length": self.max_length,
-            },
-            desc=f"Tokenizing {self.train_source.name} train",
-        )
-        if len(encoded) < before:
-            log.warning(
-                "%d of %d training problems dropped: their prompt alone fills max_length=%d",
-                before - len(encoded),
-                before,
-                self.max_length,
-            )
-        return encoded
+        return self._encode(self.train_source, "train", encode_math_train,
+                            "training problems dropped: their prompt alone fills max_length={}")  # fmt: skip
 
     def encode_eval(self) -> Dataset:
         """The evaluation set as left-truncated prompts and gold answers."""
-        data = self.limit(self.raw_split(self.eval_source, "test"), train=False)
-        before = len(data)
-        encoded = data.map(
-            encode_math_eval,
-            batched=True,
-            remove_columns=data.column_names,
-            fn_kwargs={
-                "source": self.eval_source,
-                "template": self.prompt_template,
-                "tokenizer": self.tokenizer,
-                "max_length": self.max_length,
-            },
-            desc=f"Tokenizing {self.eval_source.name} test",
+        return self._encode(self.eval_source, "test", encode_math_eval,
+                            "evaluation problems dropped: no gold answer found")  # fmt: skip
+
+    def _encode(
+        self, source: MathSource, role: Literal["train", "test"], function: Any, dropped: str
+    ) -> Dataset:
+        data = self.limit(self.raw_split(source, role), train=role == "train")
+        encoding = MathEncoding(source, self.prompt_template, self.max_length)
+        encoded = self.tokenize(
+            data, function, f"Tokenizing {source.name} {role}", encoding=encoding
         )
-        if len(encoded) < before:
+        if len(encoded) < len(data):
             log.warning(
-                "%d evaluation problems dropped: no gold answer found", before - len(encoded)
+                "%d of %d %s", len(data) - len(encoded), len(data), dropped.format(self.max_length)
             )
         return encoded
 
-    def train_dataloader(self) -> DataLoader:
-        return self.make_loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.make_loader("validation", padding_side="left")
+@dataclass(frozen=True)
+class MathEncoding:
+    """How rows of one math source become token ids: its prompt template, the length cut."""
 
-    def test_dataloader(self) -> DataLoader:
-        return self.make_loader("test", padding_side="left")
+    source: MathSource
+    template: str
+    max_length: int
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.make_loader("test", padding_side="left")
-
-
-def _rows(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(batch)
-    return [dict(zip(keys, values, strict=True)) for values in zip(*batch.values(), strict=True)]
-
-
-def _prompt_ids(
-    tokenizer: PreTrainedTokenizerBase,
-    source: MathSource,
-    template: str,
-    rows: list[dict[str, Any]],
-) -> list[list[int]]:
-    prompts = [template.replace("{question}", source.question(row)) for row in rows]
-    ids: list[list[int]] = tokenizer(prompts)["input_ids"]
-    eos = tokenizer.eos_token_id
-    # Tokenizers that end every text with EOS (T5) would tell the model to stop at the prompt.
-    return [p[:-1] if p and p[-1] == eos else p for p in ids]
+    def prompt_ids(
+        self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[list[int]]:
+        prompts = [self.template.replace("{question}", self.source.question(row)) for row in rows]
+        ids: list[list[int]] = tokenizer(prompts)["input_ids"]
+        eos = tokenizer.eos_token_id
+        # Tokenizers that end every text with EOS (T5) would tell the model to stop there.
+        return [p[:-1] if p and p[-1] == eos else p for p in ids]
 
 
 def encode_math_train(
-    batch: dict[str, list[Any]],
-    source: MathSource,
-    template: str,
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
+    batch: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, encoding: MathEncoding
 ) -> dict[str, list[Any]]:
     """Prompt + solution + EOS, labels -100 on the prompt (``datasets.map``, batched).
 
     Prompt and solution are tokenised apart and concatenated, so the mask falls exactly
     on the prompt's tokens. Rows whose prompt fills ``max_length`` are dropped.
     """
+    source, max_length = encoding.source, encoding.max_length
     assert source.solution is not None
-    rows = _rows(batch)
-    prompts = _prompt_ids(tokenizer, source, template, rows)
+    rows = rows_of(batch)
+    prompts = encoding.prompt_ids(tokenizer, rows)
     solutions = tokenizer([source.solution(row) for row in rows], add_special_tokens=False)[
         "input_ids"
     ]
@@ -382,17 +346,14 @@ def encode_math_train(
 
 
 def encode_math_eval(
-    batch: dict[str, list[Any]],
-    source: MathSource,
-    template: str,
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
+    batch: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, encoding: MathEncoding
 ) -> dict[str, list[Any]]:
     """Prompt ids (the last ``max_length`` tokens: the instruction's end stays) and answers."""
+    source, max_length = encoding.source, encoding.max_length
     assert source.answer is not None
-    rows = _rows(batch)
+    rows = rows_of(batch)
     out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "answers": []}
-    for row, prompt in zip(rows, _prompt_ids(tokenizer, source, template, rows), strict=True):
+    for row, prompt in zip(rows, encoding.prompt_ids(tokenizer, rows), strict=True):
         answer = source.answer(row)
         if answer is None:
             continue

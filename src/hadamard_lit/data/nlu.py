@@ -24,10 +24,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from datasets import Dataset
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from hadamard_lit.data.base import TokenizedDataModule
+from hadamard_lit.data.base import TokenizedDataModule, rows_of
 from hadamard_lit.data.sources import check_columns
 from hadamard_lit.data.tasks import TaskSpec, get_task
 
@@ -191,36 +190,13 @@ class NLUDataModule(TokenizedDataModule):
         """Split ``name`` tokenised (``datasets.map``, cached on disk by ``datasets``)."""
         data, _ = self.protocol_split(name)
         data = self.limit(data, train=name == "train")
-        function = encode_text_to_text if self.shape == "text_to_text" else encode_classification
-        return data.map(
-            function,
-            batched=True,
-            remove_columns=data.column_names,
-            fn_kwargs={
-                "spec": self.task_spec,
-                "tokenizer": self.tokenizer,
-                "max_length": self.max_length,
-                "max_target_length": self.max_target_length,
-            },
-            desc=f"Tokenizing {self.task_spec.name} {name}",
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.make_loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.make_loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.make_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.make_loader("test")
-
-
-def _rows(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(batch)
-    return [dict(zip(keys, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        desc = f"Tokenizing {self.task_spec.name} {name}"
+        if self.shape == "text_to_text":
+            return self.tokenize(data, encode_text_to_text, desc, spec=self.task_spec,
+                                 max_length=self.max_length,
+                                 max_target_length=self.max_target_length)  # fmt: skip
+        return self.tokenize(data, encode_classification, desc, spec=self.task_spec,
+                             max_length=self.max_length)  # fmt: skip
 
 
 def encode_text_to_text(
@@ -231,7 +207,7 @@ def encode_text_to_text(
     max_target_length: int,
 ) -> dict[str, list[Any]]:
     """A batch of raw rows as T5 prompts and target ids (``datasets.map``, batched)."""
-    rows = _rows(batch)
+    rows = rows_of(batch)
     targets = [spec.label_id(row[spec.label_column]) for row in rows]
     inputs = tokenizer([spec.prompt(row) for row in rows], max_length=max_length, truncation=True)
     labels = tokenizer(
@@ -249,14 +225,10 @@ def encode_text_to_text(
 
 
 def encode_classification(
-    batch: dict[str, list[Any]],
-    spec: TaskSpec,
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
-    max_target_length: int,
+    batch: dict[str, list[Any]], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> dict[str, list[Any]]:
     """A batch of raw rows as encoder inputs (text or text pair) and label ids."""
-    rows = _rows(batch)
+    rows = rows_of(batch)
     firsts, seconds = zip(*(spec.classification_texts(row) for row in rows), strict=True)
     pairs = None if seconds[0] is None else list(seconds)
     encoded = tokenizer(list(firsts), pairs, max_length=max_length, truncation=True)

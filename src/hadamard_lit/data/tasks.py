@@ -1,7 +1,7 @@
 """The 17 NLU tasks: where their data lives, how a row becomes text, how labels are scored.
 
-Each task is a frozen :class:`TaskSpec`; :data:`TASKS` maps names to specs and
-:func:`get_task` looks one up. A spec turns a row (a dict with the Hub dataset's columns)
+Each task is a frozen :class:`TaskSpec`, one entry of ``tasks.yaml`` beside this file;
+:data:`TASKS` maps names to specs and :func:`get_task` looks one up. A spec turns a row (a dict with the Hub dataset's columns)
 into a T5 prompt (``"rte sentence1: ... sentence2: ..."``), a label into the target text
 the model learns to write (a verbaliser such as ``"not_entailment"``; STS-B: the score
 rounded to 0.2, ``"3.4"``) and a generation back into a label (:meth:`parse_prediction`).
@@ -22,7 +22,10 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 #: Name of the metric that averages a task's two metrics (GLUE's convention for MRPC,
 #: QQP, STS-B; SuperGLUE's for MultiRC). Not ``score``: the modules log ``<stage>/score``.
@@ -215,209 +218,52 @@ def _winogrande_texts(row: Row) -> dict[str, str]:
     }
 
 
-_ENTAILMENT = ("entailment", "not_entailment")
-_BOOL = ("False", "True")
-_ACC = ("accuracy",)
-_ACC_F1 = ("accuracy", "f1")
-_GLUE = "nyu-mll/glue"
-_SUPERGLUE = "aps/super_glue"
+#: Functions a table entry's ``derive`` names.
+DERIVE: dict[str, Callable[[Row], dict[str, str]]] = {
+    "multirc": _multirc_texts,
+    "wic": _wic_texts,
+    "wsc": _mark_wsc_spans,
+    "winogrande": _winogrande_texts,
+}
+_SUITES = {"glue": ("nyu-mll/glue", "glue"), "superglue": ("aps/super_glue", "superglue")}
+#: The task table (package data), one YAML entry per task.
+TABLE_FILE = Path(__file__).with_name("tasks.yaml")
 
 
-def _glue(name: str, columns: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> TaskSpec:
-    """A GLUE task: by default the prompt shows the text columns in order, under their names."""
-    kw.setdefault("prompt_fields", tuple((c, c) for c in columns))
+def _pairs(value: Any) -> tuple[tuple[Any, Any], ...]:
+    return tuple((a, b) for a, b in value)
+
+
+def task_entry(name: str, fields: dict[str, Any]) -> TaskSpec:
+    """One entry of the task table as a :class:`TaskSpec` (YAML lists become tuples)."""
+    fields = dict(fields)
+    suite = fields.pop("suite", None)
+    if suite is not None:
+        hub_path, folder = _SUITES[suite]
+        fields.update(hub_path=hub_path, hub_config=name, local_subdir=f"{folder}/{name}")
+    columns = tuple(fields.pop("text_columns"))
+    if suite == "glue":
+        fields.setdefault("prompt_fields", [(c, c) for c in columns])
+        fields.setdefault("text_pair", (columns[0], columns[1] if len(columns) > 1 else None))
+    derive = fields.pop("derive", None)
     return TaskSpec(
         name=name,
-        hub_path=_GLUE,
-        hub_config=name,
-        local_subdir=f"glue/{name}",
         text_columns=columns,
-        label_names=labels,
-        text_pair=(columns[0], columns[1] if len(columns) > 1 else None),
-        **kw,
+        label_names=tuple(fields.pop("label_names")),
+        prompt_fields=_pairs(fields.pop("prompt_fields")),
+        text_pair=tuple(fields.pop("text_pair")),
+        metric_names=tuple(fields.pop("metric_names")),
+        label_map=_pairs(fields.pop("label_map", ())),
+        group_path=tuple(fields.pop("group_path", ())),
+        derive=DERIVE[derive] if derive else None,
+        **fields,
     )
 
 
 #: Every task by name.
 TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        _glue(
-            "cola",
-            ("sentence",),
-            ("unacceptable", "acceptable"),
-            metric_names=("matthews_corrcoef",),
-            train_size=8_551,
-        ),
-        _glue(
-            "sst2", ("sentence",), ("negative", "positive"), metric_names=_ACC, train_size=67_349
-        ),
-        _glue(
-            "mrpc",
-            ("sentence1", "sentence2"),
-            ("not_equivalent", "equivalent"),
-            metric_names=_ACC_F1,
-            train_size=3_668,
-        ),
-        _glue(
-            "qqp",
-            ("question1", "question2"),
-            ("not_duplicate", "duplicate"),
-            metric_names=_ACC_F1,
-            train_size=363_846,
-        ),
-        _glue(
-            "stsb",
-            ("sentence1", "sentence2"),
-            (),
-            metric_names=("pearson", "spearman"),
-            train_size=5_749,
-            is_regression=True,
-        ),
-        _glue(
-            "mnli",
-            ("premise", "hypothesis"),
-            ("entailment", "neutral", "contradiction"),
-            # T5's prompt order (hypothesis first) keeps the short text clear of truncation.
-            prompt_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-            metric_names=_ACC,
-            train_size=392_702,
-            validation_split="validation_matched",
-        ),
-        _glue("qnli", ("question", "sentence"), _ENTAILMENT, metric_names=_ACC, train_size=104_743),
-        _glue("rte", ("sentence1", "sentence2"), _ENTAILMENT, metric_names=_ACC, train_size=2_490),
-        TaskSpec(
-            name="boolq",
-            hub_path=_SUPERGLUE,
-            hub_config="boolq",
-            local_subdir="superglue/boolq",
-            text_columns=("question", "passage"),
-            label_names=_BOOL,
-            # Question first: long passages are truncated at the end, not the question.
-            prompt_fields=(("question", "question"), ("passage", "passage")),
-            text_pair=("question", "passage"),
-            metric_names=_ACC,
-            train_size=9_427,
-        ),
-        TaskSpec(
-            name="cb",
-            hub_path=_SUPERGLUE,
-            hub_config="cb",
-            local_subdir="superglue/cb",
-            text_columns=("premise", "hypothesis"),
-            label_names=("entailment", "contradiction", "neutral"),
-            prompt_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-            text_pair=("premise", "hypothesis"),
-            metric_names=_ACC,
-            train_size=250,
-        ),
-        TaskSpec(
-            name="multirc",
-            hub_path=_SUPERGLUE,
-            hub_config="multirc",
-            local_subdir="superglue/multirc",
-            text_columns=("paragraph", "question", "answer"),
-            label_names=_BOOL,
-            prompt_fields=(
-                ("question", "question"),
-                ("answer", "answer"),
-                ("paragraph", "clean_paragraph"),
-            ),
-            text_pair=("clean_paragraph", "question_answer"),
-            metric_names=("f1a", "exact_match"),
-            train_size=27_243,
-            group_path=("idx", "question"),
-            derive=_multirc_texts,
-        ),
-        TaskSpec(
-            name="wic",
-            hub_path=_SUPERGLUE,
-            hub_config="wic",
-            local_subdir="superglue/wic",
-            text_columns=("word", "sentence1", "sentence2"),
-            label_names=_BOOL,
-            prompt_fields=(
-                ("sentence1", "sentence1"),
-                ("sentence2", "sentence2"),
-                ("word", "word"),
-            ),
-            text_pair=("word_sentence1", "sentence2"),
-            metric_names=_ACC,
-            train_size=5_428,
-            derive=_wic_texts,
-        ),
-        TaskSpec(
-            name="wsc",
-            hub_path=_SUPERGLUE,
-            hub_config="wsc",
-            local_subdir="superglue/wsc",
-            text_columns=("text", "span1_index", "span2_index", "span1_text", "span2_text"),
-            label_names=_BOOL,
-            prompt_fields=(("text", "marked_text"),),
-            text_pair=("marked_text", None),
-            metric_names=_ACC,
-            train_size=554,
-            derive=_mark_wsc_spans,
-        ),
-        TaskSpec(
-            name="paws",
-            hub_path="google-research-datasets/paws",
-            hub_config="labeled_final",
-            local_subdir="paws",
-            text_columns=("sentence1", "sentence2"),
-            label_names=("not_paraphrase", "paraphrase"),
-            prompt_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
-            text_pair=("sentence1", "sentence2"),
-            metric_names=_ACC,
-            train_size=49_401,
-        ),
-        TaskSpec(
-            name="scitail",
-            hub_path="allenai/scitail",
-            hub_config="snli_format",
-            local_subdir="scitail",
-            text_columns=("sentence1", "sentence2"),
-            label_column="gold_label",
-            label_names=("entailment", "neutral"),
-            label_map=(("entailment", 0), ("neutral", 1)),
-            prompt_fields=(("premise", "sentence1"), ("hypothesis", "sentence2")),
-            text_pair=("sentence1", "sentence2"),
-            metric_names=_ACC,
-            train_size=23_596,
-        ),
-        TaskSpec(
-            name="winogrande",
-            hub_path="allenai/winogrande",
-            hub_config="winogrande_xl",
-            local_subdir="winogrande",
-            text_columns=("sentence", "option1", "option2"),
-            label_column="answer",
-            label_names=("1", "2"),
-            label_map=(("1", 0), ("2", 1)),
-            prompt_fields=(
-                ("sentence", "sentence"),
-                ("option1", "option1"),
-                ("option2", "option2"),
-            ),
-            text_pair=("filled1", "filled2"),
-            metric_names=_ACC,
-            train_size=40_398,
-            derive=_winogrande_texts,
-        ),
-        TaskSpec(
-            name="yelp_polarity",
-            hub_path="fancyzhx/yelp_polarity",
-            hub_config="plain_text",
-            local_subdir="yelp_polarity",
-            text_columns=("text",),
-            label_names=("negative", "positive"),
-            prompt_fields=(("review", "text"),),
-            text_pair=("text", None),
-            metric_names=_ACC,
-            train_size=560_000,
-            validation_split="test",
-        ),
-    )
+    str(name): task_entry(str(name), fields)
+    for name, fields in yaml.safe_load(TABLE_FILE.read_text()).items()
 }
 
 

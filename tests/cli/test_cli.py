@@ -7,7 +7,6 @@ The CLI runs in-process (``HadamardCLI(args=...)``) except for ``--version``.
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -15,135 +14,26 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from transformers import AutoModelForSequenceClassification
 
-from conftest import TINY_BERT, TINY_LLAMA, TINY_T5
 from hadamard_lit import __version__
 from hadamard_lit.cli import HadamardCLI
 from hadamard_lit.modules import SequenceClassificationModule
+from helpers.cli import (
+    bert_config,
+    llama_config,
+    metrics_rows,
+    run,
+    t5_config,
+)
+from helpers.paths import REPO
 
 
 @pytest.fixture(autouse=True)
 def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     # LightningCLI warns when args= comes with pytest's own command line in sys.argv.
     monkeypatch.setattr(sys, "argv", ["hadamard_lit"])
-
-
-def _trainer(root: Path, name: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "max_epochs": 1,
-        "accelerator": "cpu",
-        "devices": 1,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "log_every_n_steps": 1,
-        "num_sanity_val_steps": 0,
-        "logger": {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(root), "name": name},
-        },
-        **overrides,
-    }
-
-
-def _optimizer(lr: float) -> dict[str, Any]:
-    return {"class_path": "torch.optim.AdamW", "init_args": {"lr": lr, "weight_decay": 0.0}}
-
-
-def _nlu_data(data_dir: Path, shape: str, **overrides: Any) -> dict[str, Any]:
-    init = {
-        "task": "sst2",
-        "shape": shape,
-        "data_dir": str(data_dir),
-        "max_length": 64,
-        "batch_size": 16,
-        "max_train_samples": 96,
-        "max_eval_samples": 32,
-        **overrides,
-    }
-    return {"class_path": "hadamard_lit.data.NLUDataModule", "init_args": init}
-
-
-def t5_config(root: Path, data_dir: Path, tokenizer: str) -> dict[str, Any]:
-    return {
-        "seed_everything": 0,
-        "trainer": _trainer(root, "t5"),
-        "model": {
-            "class_path": "hadamard_lit.modules.Seq2SeqModule",
-            "init_args": {
-                "backbone_config": TINY_T5,
-                "tokenizer": tokenizer,
-                "adapter": {"class_path": "hadamard_lit.adapters.AdaDHP"},
-                "optimizer": _optimizer(3e-2),
-                "warmup_steps": 2,
-                "max_new_tokens": 4,
-            },
-        },
-        "data": _nlu_data(data_dir, "text_to_text"),
-    }
-
-
-def bert_config(root: Path, data_dir: Path, tokenizer: str, **trainer: Any) -> dict[str, Any]:
-    return {
-        "seed_everything": 0,
-        "trainer": _trainer(root, "bert", **trainer),
-        "model": {
-            "class_path": "hadamard_lit.modules.SequenceClassificationModule",
-            "init_args": {
-                "backbone_config": TINY_BERT,
-                "tokenizer": tokenizer,
-                "adapter": {"class_path": "hadamard_lit.adapters.AdaDHP"},
-                "optimizer": _optimizer(1e-2),
-                "warmup_steps": 2,
-            },
-        },
-        "data": _nlu_data(data_dir, "classification"),
-    }
-
-
-def llama_config(root: Path, data_dir: Path, tokenizer: str) -> dict[str, Any]:
-    return {
-        "seed_everything": 0,
-        "trainer": _trainer(root, "llama"),
-        "model": {
-            "class_path": "hadamard_lit.modules.CausalLMModule",
-            "init_args": {
-                "backbone_config": TINY_LLAMA,
-                "tokenizer": tokenizer,
-                "adapter": {"class_path": "hadamard_lit.adapters.AdaDHP"},
-                "optimizer": _optimizer(1e-2),
-                "max_new_tokens": 8,
-            },
-        },
-        "data": {
-            "class_path": "hadamard_lit.data.MathDataModule",
-            "init_args": {
-                "dataset": "gsm8k",
-                "data_dir": str(data_dir),
-                "max_length": 96,
-                "batch_size": 4,
-                "eval_batch_size": 8,
-                "max_train_samples": 16,
-                "max_eval_samples": 8,
-            },
-        },
-    }
-
-
-def run(subcommand: str, config: dict[str, Any] | Path, tmp_path: Path, *args: str) -> HadamardCLI:
-    """``python -m hadamard_lit SUBCOMMAND --config CONFIG ARGS...``, in-process."""
-    if isinstance(config, dict):
-        path = tmp_path / f"{subcommand}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        config = path
-    return HadamardCLI(args=[subcommand, "--config", str(config), *args])
-
-
-def metrics_rows(log_dir: Path) -> list[dict[str, str]]:
-    with open(log_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def fit_validate_test(config: dict[str, Any], tmp_path: Path) -> dict[str, float]:
@@ -299,7 +189,7 @@ def test_quickstart_minilm_learns_sst2(tmp_path: Path, minilm: str) -> None:
 
     Seeded, so deterministic on one machine: 71.3% here (~45 s on 2 cores).
     """
-    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    config = REPO / "configs" / "quickstart.yaml"
     cli = run(
         "fit",
         config,

@@ -6,7 +6,7 @@
   it by ``class_path`` (``tests/`` is on their ``PYTHONPATH``).
 * :class:`GlobalBatches` / ``GlobalBatchesNLU``: one process training on exactly the global
   batches that several ranks see, the single-process reference of every distributed run.
-* ``python tests/strategy_case.py zero2|zero3 OUT_DIR --max-epochs N [--ckpt-path CKPT] ...``:
+* ``python tests/helpers/strategy_case.py zero2|zero3 OUT_DIR --max-epochs N [--ckpt-path CKPT] ...``:
   fit the tiny classification module under the test-only DeepSpeed CPU strategy on
   2 processes (Lightning launches the second by re-running this command), saving
   ``OUT_DIR/last.ckpt`` (a DeepSpeed directory) at each epoch's end, and on rank 0 write
@@ -172,8 +172,8 @@ def run_deepspeed(args: argparse.Namespace) -> None:
     """Fit to ``args.max_epochs`` (resuming from ``args.ckpt_path``), saving each epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from distributed_utils import deepspeed_cpu_strategy
     from hadamard_lit.parallel.checkpoints import read_checkpoint
+    from helpers.distributed import deepspeed_cpu_strategy
 
     torch.set_num_threads(1)
     pl.seed_everything(0)
@@ -212,7 +212,7 @@ def run_deepspeed(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
     parser = argparse.ArgumentParser()
     parser.add_argument("case", choices=["zero2", "zero3"])
     parser.add_argument("out_dir", type=Path)

@@ -1,7 +1,7 @@
 """A tiny T5 + adapter LightningModule, random token data, and runs of AdaptiveSelection.
 
 Used in-process by ``test_selection.py`` and as a script by
-``test_selection_distributed.py``: ``python tests/selection_case.py CASE OUT_DIR`` runs one
+``test_selection_distributed.py``: ``python tests/helpers/selection_case.py CASE OUT_DIR`` runs one
 distributed fit (Lightning launches the other ranks by re-running this command) and each
 rank writes ``OUT_DIR/rank{r}.json`` with what the callback selected.
 
@@ -26,18 +26,9 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from hadamard_lit.adapters import AdaDHP, AdapterStrategy
 from hadamard_lit.callbacks import AdaptiveSelection
+from helpers.tiny import tiny_t5_config
 
-T5_CONFIG = dict(
-    vocab_size=64,
-    d_model=32,
-    d_kv=8,
-    d_ff=64,
-    num_layers=2,
-    num_heads=4,
-    decoder_start_token_id=0,
-    pad_token_id=0,
-    dropout_rate=0.0,
-)
+T5_CONFIG = tiny_t5_config(64)
 #: Adapted modules of the tiny T5 with AdaDHP's defaults: 2 × 6 (encoder) + 2 × 10 (decoder).
 NUM_T5_MODULES = 32
 
@@ -162,7 +153,7 @@ def case_trainer(
 
 
 def run_case(case: str, out_dir: str) -> None:
-    from distributed_utils import deepspeed_cpu_strategy
+    from helpers.distributed import deepspeed_cpu_strategy
 
     torch.set_num_threads(1)
     fsdp2 = False
@@ -228,7 +219,7 @@ def _full_values(param: Any) -> list[torch.Tensor]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
     run_case(sys.argv[1], sys.argv[2])
     from hadamard_lit.cli import release_process_groups
 

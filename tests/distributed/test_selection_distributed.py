@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from distributed_utils import HERE, requires_deepspeed, run_script
-from selection_case import (
+from helpers.distributed import HELPERS, requires_deepspeed, run_script
+from helpers.selection_case import (
     CASE_BATCH,
     CASE_SELECTION,
     TinySeq2Seq,
@@ -40,7 +40,7 @@ def reference(tmp_path_factory) -> dict[str, Any]:
 
 
 def run_case(case: str, tmp_path: Path) -> list[dict[str, Any]]:
-    run_script(HERE / "selection_case.py", case, str(tmp_path), timeout=420)
+    run_script(HELPERS / "selection_case.py", case, str(tmp_path), timeout=420)
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 

@@ -18,7 +18,7 @@ from hadamard_lit.adapters import (
     count_trainable_parameters,
     load_adapter_state_dict,
 )
-from tiny_models import build
+from helpers.tiny import build
 
 T5_BASE = dict(
     d_model=768,

@@ -32,7 +32,7 @@ from hadamard_lit.callbacks import (
     plot_selection,
 )
 from hadamard_lit.callbacks.selection_plot import module_grid
-from selection_case import NUM_T5_MODULES, TinySeq2Seq, loader, tiny_t5
+from helpers.selection_case import NUM_T5_MODULES, TinySeq2Seq, loader, tiny_t5
 
 torch.set_num_threads(1)
 

@@ -29,8 +29,6 @@ import torch
 import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from conftest import TINY_BERT
-from distributed_utils import HERE, REPO, requires_deepspeed, run_python, run_script
 from hadamard_lit.adapters import adapter_state_dict
 from hadamard_lit.cli import HadamardCLI, HadamardTrainer
 from hadamard_lit.modules import SequenceClassificationModule
@@ -41,9 +39,10 @@ from hadamard_lit.parallel.fsdp2 import (
     is_fully_sharded,
     transformer_blocks,
 )
-from strategy_case import GLOBAL_BATCH, LR, TRAIN_ROWS, tiny_classifier
-from test_cli import _trainer
-from tiny_models import BUILDERS
+from helpers.cli import trainer_block
+from helpers.distributed import HELPERS, REPO, requires_deepspeed, run_python, run_script
+from helpers.strategy_case import GLOBAL_BATCH, LR, TRAIN_ROWS, tiny_classifier
+from helpers.tiny import BUILDERS, TINY_BERT
 
 pytestmark = pytest.mark.distributed
 
@@ -86,12 +85,12 @@ def run_config(
     # test_cli's quiet CPU trainer, with the weight probe on every rank.
     probed = {
         "max_epochs": EPOCHS,
-        "callbacks": [{"class_path": "strategy_case.FrozenWeightProbe"}],
+        "callbacks": [{"class_path": "helpers.strategy_case.FrozenWeightProbe"}],
         **trainer,
     }
     config = {
         "seed_everything": 0,
-        "trainer": _trainer(root, name, **probed),
+        "trainer": trainer_block(root, name, **probed),
         "model": {
             "class_path": "hadamard_lit.modules.SequenceClassificationModule",
             "init_args": {
@@ -107,7 +106,9 @@ def run_config(
         },
         "data": {
             "class_path": (
-                "strategy_case.GlobalBatchesNLU" if reference else "hadamard_lit.data.NLUDataModule"
+                "helpers.strategy_case.GlobalBatchesNLU"
+                if reference
+                else "hadamard_lit.data.NLUDataModule"
             ),
             "init_args": {**data, **({"world_size": 2} if reference else {})},
         },
@@ -376,7 +377,7 @@ def test_deepspeed_resumes(
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
     args = ["--backbone", backbone, "--tokenizer", minilm, "--data-dir", str(shared_data)]
-    script, case = HERE / "strategy_case.py", f"zero{stage}"
+    script, case = HELPERS / "strategy_case.py", f"zero{stage}"
     first, resumed = tmp_path / "first", tmp_path / "resumed"
     run_script(script, case, str(first), "--max-epochs", "1", *args, timeout=420)
     stopped = first / "last.ckpt"

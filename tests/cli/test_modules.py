@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
-from conftest import TINY_BERT, TINY_T5
 from hadamard_lit.adapters import AdaDHP, LoRA, count_parameters, get_adapter_record
 from hadamard_lit.backbones import load_backbone, resolve_model_path
 from hadamard_lit.modules import (
@@ -23,6 +22,7 @@ from hadamard_lit.modules import (
     Seq2SeqModule,
     SequenceClassificationModule,
 )
+from helpers.tiny import TINY_BERT, TINY_T5
 
 
 def _batches(n: int = 4, seed: int = 0) -> list[dict[str, torch.Tensor]]:

@@ -20,14 +20,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHARED_DATA, T5_TOKENIZER, TINY_T5
 from hadamard_lit import submit
 from hadamard_lit.launch import RESULTS_FILE, TrainingJob
 from hadamard_lit.report import report
+from helpers.paths import REPO, SHARED_DATA, T5_TOKENIZER, TESTS
+from helpers.tiny import TINY_T5
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "slurm" / "local_cluster.sh"
-TESTS = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.slurm
 
@@ -89,7 +88,9 @@ def run_config(
     tmp_path: Path, *, epochs: int = 1, slow: float | None = None, **trainer: Any
 ) -> Path:
     callbacks = (
-        [{"class_path": "slurm_helpers.SlowDown", "init_args": {"seconds": slow}}] if slow else []
+        [{"class_path": "helpers.slurm_jobs.SlowDown", "init_args": {"seconds": slow}}]
+        if slow
+        else []
     )
     config = {
         "seed_everything": 0,
@@ -230,11 +231,11 @@ def test_job_that_dies_without_a_result_does_not_hang_the_client(
     slurm_only(cluster)
     import submitit
 
-    import slurm_helpers
+    from helpers import slurm_jobs
 
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
     executor.update_parameters(timeout_min=5, cpus_per_task=1, mem_gb=1)
-    job = executor.submit(slurm_helpers.die_without_a_result)
+    job = executor.submit(slurm_jobs.die_without_a_result)
     started = time.monotonic()
     with pytest.raises(submitit.core.utils.UncompletedJobError):
         job.result()

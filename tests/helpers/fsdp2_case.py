@@ -1,6 +1,6 @@
 """FSDP2 (``ModelParallelStrategy``, 2 CPU processes) on architectures beyond the first four.
 
-``python tests/architecture_fsdp2_case.py TOKENIZER OUT_DIR [NAME ...]`` fits each named
+``python tests/helpers/fsdp2_case.py TOKENIZER OUT_DIR [NAME ...]`` fits each named
 tiny model (:func:`hadamard_lit.testing.tiny_models`) for 2 steps through its module, which
 ``fully_shard`` s the architecture table's blocks in ``configure_model``. Every rank sees the
 same batches, so the result equals a one-process run's; each rank writes
@@ -23,7 +23,7 @@ def main(tokenizer: str, out_dir: str, names: list[str]) -> None:
 
     from hadamard_lit.adapters import adapter_state_dict
     from hadamard_lit.parallel.fsdp2 import is_fully_sharded, transformer_blocks
-    from test_architecture_modules import CASES, batches, module_for
+    from helpers.modules import CASES, batches, module_for
 
     torch.set_num_threads(1)
     for name in names:
@@ -56,7 +56,7 @@ def main(tokenizer: str, out_dir: str, names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
     main(sys.argv[1], sys.argv[2], sys.argv[3:])
     from hadamard_lit.cli import release_process_groups
 

@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from hadamard_lit.cli import HadamardCLI
+from helpers.methods import strategy_classes
+from helpers.paths import REPO
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 RUN_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 METHODS = sorted((CONFIGS / "method").glob("*.yaml"))
 
@@ -47,15 +49,8 @@ def test_every_config_is_tested() -> None:
         "llama_math.yaml",
         "quickstart.yaml",
     }
-    assert {p.stem for p in METHODS} == {
-        "adadhp",
-        "hut",
-        "hadamard_adapter",
-        "lora",
-        "ia3",
-        "full",
-        "head_only",
-    }
+    # One fragment per method of the package, named after its module.
+    assert {p.stem for p in METHODS} == set(strategy_classes())
 
 
 @pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: p.name)
@@ -70,17 +65,10 @@ def test_run_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.parametrize("method", METHODS, ids=lambda p: p.stem)
 def test_method_fragment_stacks(method: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = parsed(capsys, CONFIGS / "t5_glue.yaml", method)
-    adapter = cfg["model"]["init_args"]["adapter"]["class_path"].rsplit(".", 1)[-1]
-    expected = {
-        "adadhp": "AdaDHP",
-        "hut": "HUT",
-        "hadamard_adapter": "HadamardAdapter",
-        "lora": "LoRA",
-        "ia3": "IA3",
-        "full": "FullFineTuning",
-        "head_only": "HeadOnly",
-    }[method.stem]
-    assert adapter == expected
+    adapter = cfg["model"]["init_args"]["adapter"]["class_path"]
+    cls = strategy_classes()[method.stem]
+    expected = {f"{cls.__module__}.{cls.__name__}", f"hadamard_lit.adapters.{cls.__name__}"}
+    assert adapter in expected
     # The run config's other choices survive the stacking.
     assert cfg["data"]["init_args"]["task"] == "sst2"
     assert cfg["model"]["init_args"]["warmup_steps"] == 500
@@ -100,7 +88,7 @@ def test_t5_glue_is_the_papers_sst2_recipe(capsys: pytest.CaptureFixture[str]) -
 
 TASK_RECIPES = sorted((CONFIGS / "t5_tasks").glob("*.yaml"))
 STRATEGIES = sorted((CONFIGS / "strategy").glob("*.yaml"))
-SLURM = Path(__file__).resolve().parents[1] / "slurm"
+SLURM = REPO / "slurm"
 
 
 def _selection(cfg: dict[str, Any]) -> dict[str, Any]:

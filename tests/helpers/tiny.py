@@ -1,6 +1,15 @@
-"""Tiny transformers models of every supported family, built from configs (no downloads)."""
+"""Tiny backbones for tests, built from configs (no downloads).
+
+* :func:`tiny_t5_config`: the one tiny T5 (2 layers, width 32), at any vocabulary size;
+* :data:`TINY_T5`, :data:`TINY_BERT`, :data:`TINY_LLAMA`: ``backbone_config`` dicts with the
+  vocabularies of the real tokenizers the CLI tests use;
+* :data:`BUILDERS`, :func:`build`, :func:`batch`, :func:`output`: small-vocabulary models of
+  the first four families (the architecture matrix uses ``hadamard_lit.testing`` for all).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,17 +28,25 @@ from transformers import (
 
 VOCAB = 128
 
-_T5 = dict(
-    vocab_size=VOCAB,
-    d_model=32,
-    d_kv=8,
-    d_ff=64,
-    num_layers=2,
-    num_heads=4,
-    decoder_start_token_id=0,
-    pad_token_id=0,
-    dropout_rate=0.0,
-)
+
+def tiny_t5_config(vocab_size: int, **overrides: Any) -> dict[str, Any]:
+    """The tiny T5 every test uses: 2 + 2 layers, width 32, no dropout."""
+    return dict(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        # transformers 5 no longer defaults these, and _shift_right needs them.
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        dropout_rate=0.0,
+        **overrides,
+    )
+
+
+_T5 = tiny_t5_config(VOCAB)
 _ENCODER = dict(
     vocab_size=VOCAB,
     hidden_size=32,
@@ -128,3 +145,29 @@ def output(model: nn.Module, family: str, inputs: dict[str, torch.Tensor]) -> to
     """The model's logits for ``inputs``, in eval mode."""
     with torch.no_grad():
         return model(**inputs).logits
+
+
+#: Random-init backbones as ``backbone_config`` dicts, vocabularies of the real tokenizers.
+TINY_T5 = {"model_type": "t5", **tiny_t5_config(32128, eos_token_id=1)}
+TINY_BERT = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "max_position_embeddings": 128,
+}
+TINY_LLAMA = {
+    "model_type": "llama",
+    "vocab_size": 49152,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": True,
+}

@@ -12,7 +12,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from hadamard_lit.adapters import adapter_layers
 from hadamard_lit.callbacks import AdaptiveSelection, cubic_budget
-from test_cli import metrics_rows, run, t5_config
+from helpers.cli import metrics_rows, run, t5_config
 
 TARGET, T_INIT, T_FINAL, DELTA_T = 6, 2, 12, 3  # (12 - 2) is not a multiple of 3
 

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from helpers.paths import REPO, TESTS
+
+#: Where the scripts the distributed tests start are.
+HELPERS = TESTS / "helpers"
 
 requires_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
@@ -88,7 +90,7 @@ def run_python(
         MKL_NUM_THREADS="1",
         DS_ACCELERATOR="cpu",
         TORCH_EXTENSIONS_DIR=torch_extensions_dir(),
-        PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
     )
     env.update(env_overrides or {})
     # Whatever launched pytest (torchrun, SLURM) must not make the script think it is a rank.

