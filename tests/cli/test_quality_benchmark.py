@@ -24,23 +24,24 @@ def test_search_select_seeds_report(tmp_path: Path, shared_data: Path) -> None:
     out, lrs, readme = tmp_path / "quality", tmp_path / "learning_rates.yaml", tmp_path / "R.md"
     readme.write_text("# x\n<!-- quality-table:begin -->\nold\n<!-- quality-table:end -->\ntail\n")
     common = [
-        "--tasks", "rte", "--methods", "adadhp_sel", "--max-steps", "4",
-        "--batch-size", "4", "--max-eval-samples", "8", "--workers", "0", "--data-dir", str(shared_data),
-        "--output", str(out), "--learning-rates", str(lrs),
+        "--tasks", "stsb,rte", "--methods", "adadhp_sel", "--max-steps", "4",
+        "--batch-size", "4", "--max-eval-samples", "8", "--workers", "0",
+        "--data-dir", str(shared_data), "--output", str(out), "--learning-rates", str(lrs),
     ]  # fmt: skip
 
-    with pytest.raises(SystemExit, match="No chosen learning rate for .*adadhp_sel/rte"):
+    with pytest.raises(SystemExit, match=r"No chosen learning rate for \['adadhp_sel'\]"):
         quality.main(["seeds", *common])
-    # Two parts of the search: together they run the whole grid once.
+    # Two parts of the search: together they run the grid once, on the search task only.
     first = quality.main(["search", "--part", "1/2", *common])
     assert first["parts"][-1]["runs"] == 2
     second = quality.main(["search", "--part", "2/2", *common])
     assert second["parts"][-1]["runs"] == 1 and len(second["runs"]) == 3
+    assert {r["task"] for r in second["runs"]} == {"stsb"}, "RTE is not a search task"
     grid = quality.METHODS["adadhp_sel"].lrs
-    run_dir = out / "runs" / f"task=rte,method=adadhp_sel,seed=0,lr={grid[0]}"
+    run_dir = out / "runs" / f"task=stsb,method=adadhp_sel,seed=0,lr={grid[0]}"
     result = json.loads((run_dir / "results.json").read_text())
     assert result["status"] == "completed", result.get("traceback")
-    assert (result["task"], result["seed"], result["phase"]) == ("rte", 0, "search")
+    assert (result["task"], result["seed"], result["phase"]) == ("stsb", 0, "search")
     assert result["global_step"] == 4 and "test/score" in result["metrics"]
     assert result["best_checkpoint"]["monitor"] == "val/score"
     assert result["best_checkpoint"]["score"] is not None
@@ -54,23 +55,23 @@ def test_search_select_seeds_report(tmp_path: Path, shared_data: Path) -> None:
     assert not (run_dir / "checkpoints").exists(), "checkpoints are deleted after a run"
 
     quality.main(["select", *common])
-    chosen = yaml.safe_load(lrs.read_text())["chosen"]["adadhp_sel"]["rte"]
-    vals = {
-        json.loads(p.read_text())["lr"]: json.loads(p.read_text())["best_checkpoint"]["score"]
-        for p in (out / "runs").glob("*/results.json")
-    }
-    assert vals[chosen] == max(vals.values()), "the best validation score wins"
+    saved = yaml.safe_load(lrs.read_text())
+    chosen = saved["chosen"]["adadhp_sel"]
+    validation = {lr: by_task["stsb"] for lr, by_task in saved["validation"]["adadhp_sel"].items()}
+    assert validation[chosen] == max(validation.values()), "the best validation score wins"
 
     final = quality.main(["seeds", *common])
-    assert final["parts"][-1]["runs"] == 2
-    assert {r["seed"] for r in final["runs"] if r["lr"] == chosen} == {0, 1, 2}
+    # RTE at three seeds, STS-B at the two seeds the search did not run.
+    assert final["parts"][-1]["runs"] == 5
+    chosen_runs = {(r["task"], r["seed"]) for r in final["runs"] if r["lr"] == chosen}
+    assert chosen_runs == {(t, s) for t in ("stsb", "rte") for s in (0, 1, 2)}
     again = quality.main(["seeds", *common])
     assert again["parts"][-1]["runs"] == 0, "finished points are skipped"
 
     quality.main(["report", "--readme", str(readme), *common])
     report = (out / "report.md").read_text()
     assert "| AdaDHP + selection |" in report and "± " in report
-    assert f"| AdaDHP + selection | {chosen:g}" in report
+    assert f"| {chosen:g}" in report
     text = readme.read_text()
     assert "old" not in text and "| AdaDHP + selection |" in text and text.endswith("tail\n")
     for name in ("report.csv", "score_vs_params.png"):
@@ -85,7 +86,7 @@ def test_parts_split_the_grid_without_overlap() -> None:
 
     settings = quality.Settings(budgets={}, lr_grids={}, data_dir=None)
     points = quality.search_points(list(quality.BUDGETS), list(quality.METHODS), settings)
-    assert len(points) == 5 * 9 * 3
+    assert len(points) == len(quality.SEARCH_TASKS) * 9 * 3
     shares = [quality.share(points, (k, 4)) for k in range(1, 5)]
     names = [p.name for s in shares for p in s]
     assert sorted(names) == sorted(p.name for p in points)
