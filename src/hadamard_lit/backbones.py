@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,22 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 PACKAGE_PREFIX = "package:"
 
+log = logging.getLogger(__name__)
+
 # from_pretrained options that name *where* the files are, so the tokenizer needs them too
 # when it is read from the model's own location.
 _LOCATION_KWARGS = ("gguf_file", "revision", "subfolder", "cache_dir", "trust_remote_code")
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` can only be a local folder (a Hub name is ``name`` or ``org/name``)."""
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or name.count("/") > 1
+        or name.endswith("/")
+        or (os.sep != "/" and os.sep in name)
+    )
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -38,9 +54,17 @@ def resolve_model_path(name_or_path: str) -> str:
 
     Raises:
         ModuleNotFoundError: a ``package:`` name whose package is not installed.
+        FileNotFoundError: a local path (``./x``, ``/x/y``, ``a/b/c``) that is not a folder.
     """
     if not name_or_path.startswith(PACKAGE_PREFIX):
-        return name_or_path
+        expanded = os.path.expanduser(name_or_path)
+        if looks_like_a_path(name_or_path) and not os.path.isdir(expanded):
+            what = "is a file, not a model folder" if os.path.exists(expanded) else "does not exist"
+            raise FileNotFoundError(
+                f"model folder {name_or_path!r} {what} (a local model is a folder with "
+                "config.json; a Hugging Face Hub name looks like 'org/name')"
+            )
+        return expanded if looks_like_a_path(name_or_path) else name_or_path
     package = name_or_path[len(PACKAGE_PREFIX) :]
     spec = importlib.util.find_spec(package)
     if spec is None:
@@ -103,7 +127,52 @@ def load_backbone(
             torch.manual_seed(seed)
             return auto_class.from_config(config)
     path = resolve_model_path(str(model_name_or_path))
-    return auto_class.from_pretrained(path, **(from_pretrained_kwargs or {}), **config_overrides)
+    # transformers prints a table of every weight the checkpoint lacks; for a task head that
+    # is new by design (it trains, or an adapter checkpoint fills it) that only alarms. Said
+    # in one line instead, and anything else missing still as a warning.
+    with _quiet_load_report():
+        model, info = auto_class.from_pretrained(
+            path, **(from_pretrained_kwargs or {}), **config_overrides, output_loading_info=True
+        )
+    _report_missing(model, str(model_name_or_path), sorted(info.get("missing_keys", ())))
+    return model
+
+
+@contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(max(level, hf_logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _report_missing(model: nn.Module, source: str, missing: list[str]) -> None:
+    from hadamard_lit.adapters.targets import default_modules_to_save
+
+    heads = default_modules_to_save(model)
+    head = [k for k in missing if k.split(".", 1)[0] in heads]
+    other = [k for k in missing if k not in head]
+    if head:
+        log.info(
+            "%s: the task head (%s) is new; it trains with the adapter (fit) or comes from "
+            "the adapter checkpoint (validate, test, predict, export)",
+            type(model).__name__,
+            ", ".join(sorted({k.split(".", 1)[0] for k in head})),
+        )
+    if other:
+        log.warning(
+            "%s from %s: %d weights are not in the checkpoint and start from random values: %s%s",
+            type(model).__name__,
+            source,
+            len(other),
+            other[:8],
+            "..." if len(other) > 8 else "",
+        )
 
 
 def load_tokenizer(

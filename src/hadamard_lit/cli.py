@@ -21,19 +21,26 @@ resume from), the resolved config saved next to the logs.
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from hadamard_lit import __version__
 from hadamard_lit.backbones import check_output_dir
-from hadamard_lit.callbacks import SelectionAwareCheckpoint
+from hadamard_lit.callbacks import DivergenceGuard, PredictionWriter, SelectionAwareCheckpoint
+from hadamard_lit.callbacks.divergence import TrainingDiverged
 from hadamard_lit.metrics import VAL_SCORE
 from hadamard_lit.modules.base import AdapterModule
-from hadamard_lit.parallel.checkpoints import read_checkpoint
+from hadamard_lit.parallel.checkpoints import check_checkpoint_file, non_finite, read_checkpoint
+from hadamard_lit.resume import RunFolderGuard, check_run_folder
 
 #: Where runs go unless the config names a logger of its own.
 DEFAULT_SAVE_DIR = "runs"
@@ -54,6 +61,63 @@ CHECKPOINT_DEFAULTS = {
 }
 
 
+def class_path_hint(message: str) -> str | None:
+    """For a parse error about a ``class_path`` that does not import: what would.
+
+    Lists the adapter strategies for a bad ``model.init_args.adapter``, and the closest
+    public names of the module the path points into.
+    """
+    bad = re.findall(r"class_path '([\w.]+)'", message)
+    if not bad:
+        return None
+    lines = []
+    for path in dict.fromkeys(bad):
+        module_name, _, name = path.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            lines.append(f"{path!r}: no module {module_name!r} to import it from")
+            continue
+        if hasattr(module, name):
+            continue  # this one imports: the error is about another
+        public = [
+            n for n in dir(module) if not n.startswith("_") and isinstance(getattr(module, n), type)
+        ]
+        close = difflib.get_close_matches(name, public, n=3, cutoff=0.5)
+        if close:
+            lines.append(
+                f"{path!r}: did you mean {', '.join(f'{module_name}.{c}' for c in close)}?"
+            )
+    if "adapter" in message:
+        import hadamard_lit.adapters as adapters
+        from hadamard_lit.adapters import AdapterStrategy
+        from hadamard_lit.adapters import __all__ as names
+
+        strategies = [
+            f"hadamard_lit.adapters.{n}"
+            for n in names
+            if isinstance(getattr(adapters, n), type)
+            and issubclass(getattr(adapters, n), AdapterStrategy)
+            and getattr(adapters, n) is not AdapterStrategy
+        ]
+        lines.append(
+            "adapter strategies: "
+            + ", ".join(strategies)
+            + " (or any importable AdapterStrategy subclass)"
+        )
+    return "\n".join(lines) if lines else None
+
+
+class HadamardArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors also say what a mistyped ``class_path`` meant."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        hint = class_path_hint(message)
+        if hint:
+            message = f"{message}\n{hint}"
+        super().error(message, ex)
+
+
 class HadamardTrainer(Trainer):
     """Lightning's ``Trainer`` with one more entry point, ``export`` (a CLI subcommand)."""
 
@@ -71,7 +135,7 @@ class HadamardTrainer(Trainer):
 
         Args:
             model: the module the run config describes (rebuilt, not trained).
-            datamodule: unused; the run config names one.
+            datamodule: the run config's; it names the task when the module does not.
             ckpt_path: the adapter checkpoint to load (``last.ckpt``, a best checkpoint):
                 a file, or the directory a DeepSpeed run saves.
             output_dir: folder for ``config.json``, weights and tokenizer; written
@@ -85,6 +149,16 @@ class HadamardTrainer(Trainer):
         check_output_dir(output_dir, overwrite)  # before the minutes a big backbone takes
         safe = True if weights_only is None else weights_only
         checkpoint = read_checkpoint(ckpt_path, weights_only=safe)
+        if model.task is None:  # the task sizes the head: the run config's data, or the run's
+            found = model.task_from_datamodule(datamodule) if datamodule is not None else None
+            model.task = found or (checkpoint.get("hyper_parameters") or {}).get("task")
+        bad = non_finite(checkpoint["state_dict"])
+        if bad:
+            raise ValueError(
+                f"Refusing to export {ckpt_path}: {len(bad)} of its tensors hold NaN or "
+                f"infinity (e.g. {bad[0]}), so the merged model would too. It comes from a run "
+                "that diverged: export an earlier checkpoint"
+            )
         model.load_state_dict(checkpoint["state_dict"])
         path = model.export_pretrained(output_dir, overwrite=overwrite)
         if self.is_global_zero:
@@ -111,7 +185,8 @@ class HadamardCLI(LightningCLI):
             },
             **kwargs.pop("trainer_defaults", {}),
         }
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # Saves each run's config, and refuses a log folder that holds another run's.
+        kwargs.setdefault("save_config_callback", RunFolderGuard)
         kwargs.setdefault(
             "parser_kwargs",
             {
@@ -120,6 +195,7 @@ class HadamardCLI(LightningCLI):
             },
         )
         kwargs.setdefault("trainer_class", HadamardTrainer)
+        kwargs.setdefault("parser_class", HadamardArgumentParser)
         # The modules take optimizer and lr_scheduler as arguments (model.init_args.*).
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(
@@ -148,9 +224,57 @@ class HadamardCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SelectionAwareCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        # A loss or trained tensor that stops being finite stops the run (before any save).
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
+        # predict writes what it predicts (<run folder>/predictions.jsonl by default).
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         # One tokenizer, the backbone's: the datamodule gets the module's loaded one.
         parser.link_arguments("model.tokenizer", "data.init_args.tokenizer", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        """LightningCLI's, raising a module's own error (``Unknown task 'rtee'; valid
+        tasks: ...``) rather than jsonargparse's wrapper around it, which buries that line
+        under "Does not validate against any of the Union subtypes" and the whole config."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            if "Union subtypes" in str(error) and isinstance(error.__cause__, Exception):
+                raise error.__cause__ from None
+            raise
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the options the user gave, not the checkpoint's.
+
+        LightningCLI (2.6) replaces the model's options by the hyper-parameters saved in
+        ``--ckpt_path``, so a learning rate typed next to it is silently dropped. Here the
+        config stays as given (every hadamard_lit run config names the whole model):
+        ``fit`` refuses options its resumed run would not honour
+        (``resume.check_resume``), and validate/test/predict use what was typed.
+        """
+
+    def _before_run(self) -> None:
+        # A bad file fails here with its name, not deep in torch.load with a bare EOFError.
+        ckpt_path = self._get(self.config, "ckpt_path")
+        if isinstance(ckpt_path, str) and ckpt_path not in ("last", "best", "hpc", "registry"):
+            check_checkpoint_file(ckpt_path)
+        # Before the loggers start (the CSV logger deletes an existing metrics.csv).
+        if self.trainer.log_dir is not None and getattr(rank_zero_only, "rank", 0) == 0:
+            subcommand = str(self.subcommand)
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))[subcommand]
+            check_run_folder(self.trainer.log_dir, config, subcommand, resuming=bool(ckpt_path))
+
+    def before_fit(self) -> None:
+        self._before_run()
+
+    def before_validate(self) -> None:
+        self._before_run()
+
+    def before_test(self) -> None:
+        self._before_run()
+
+    def before_predict(self) -> None:
+        self._before_run()
 
     def after_fit(self) -> None:
         """Print the final validation metrics and where the best checkpoint is."""
@@ -189,4 +313,6 @@ def main(args: ArgsType = None) -> None:
         HadamardCLI(args=args)
     except FileExistsError as err:  # export's refusal is a usage error, not a crash
         raise SystemExit(f"error: {err} (export: --overwrite true)") from None
+    except TrainingDiverged as err:  # the run's outcome, said plainly: not a crash
+        raise SystemExit(f"error: {err}") from None
     release_process_groups()

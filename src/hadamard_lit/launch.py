@@ -6,6 +6,10 @@ what a user's own submitit or sbatch script can call::
     from hadamard_lit.launch import run
     results = run(["--config", "configs/t5_glue.yaml", "--data.init_args.task=rte"], "runs/rte")
 
+A run folder belongs to one config: called again with the same config, ``run`` resumes
+an unfinished run from ``checkpoints/last.ckpt`` and returns a finished one's results
+without training; with another config it refuses (``RunFolderInUse``) and writes nothing.
+
 It writes, in order: ``config.yaml`` (the resolved config, before anything trains),
 checkpoints under ``checkpoints/`` (``last.ckpt`` is what a requeued job resumes from),
 the logger's files, and ``results.json`` (status, metrics, the best checkpoint and its validation
@@ -18,6 +22,7 @@ for the same call again; the requeued call finds ``checkpoints/last.ckpt`` and r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -114,6 +119,9 @@ def run(
         ]
     results: dict[str, Any] = {"run_dir": str(run_dir), "status": "running"}
     rank_zero = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0
+    # Until the folder is known to be this run's, nothing is written there, except into a
+    # fresh folder: a run that fails before training still says why in results.json.
+    owns_folder = _is_fresh(run_dir)
     try:
         # The job's own sys.argv (submitit's entry point) is not for the CLI.
         argv, sys.argv = sys.argv, sys.argv[:1]
@@ -122,8 +130,14 @@ def run(
         finally:
             sys.argv = argv
         trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+        resolved = cli.parser.dump(cli.config, skip_none=False)
+        finished = _claim(run_dir, resolved)
+        if finished is not None:  # this very run completed before: nothing to do again
+            release_process_groups()
+            return finished
+        owns_folder = True
         if rank_zero:
-            (run_dir / CONFIG_FILE).write_text(cli.parser.dump(cli.config, skip_none=False))
+            (run_dir / CONFIG_FILE).write_text(resolved)
             _write_json_atomic(run_dir / RESULTS_FILE, results)
         # submitit owns requeueing (TrainingJob.checkpoint); two owners requeue twice.
         # Lightning's signal handlers read the connector's environment (single-device
@@ -173,8 +187,51 @@ def run(
         )
         raise
     finally:
-        if rank_zero:
+        if rank_zero and owns_folder:
             _write_json_atomic(run_dir / RESULTS_FILE, results)
+
+
+def _claim(run_dir: Path, resolved: str) -> dict[str, Any] | None:
+    """Check that ``run_dir`` is free for this config, or holds this very run.
+
+    Returns:
+        The results of the run if it already completed with this config (a finished point
+        is never trained again, relabelled or overwritten), else ``None``.
+
+    Raises:
+        RunFolderInUse: the folder holds a run made with another config.
+    """
+    import yaml
+
+    from hadamard_lit.resume import RunFolderInUse, differences, folder_in_use, records_in
+
+    previous = run_dir / CONFIG_FILE
+    if not previous.is_file():
+        records = records_in(run_dir)
+        if records and not _is_fresh(run_dir):
+            raise RunFolderInUse(folder_in_use(run_dir, records, ["(no config.yaml)"], _HINT))
+        return None
+    diffs = differences(yaml.safe_load(previous.read_text()), yaml.safe_load(resolved))
+    if diffs:
+        raise RunFolderInUse(folder_in_use(run_dir, records_in(run_dir), diffs, _HINT))
+    if completed(run_dir):
+        return json.loads((run_dir / RESULTS_FILE).read_text())
+    return None
+
+
+_HINT = "run the same config again to resume it"
+
+
+def _is_fresh(run_dir: Path) -> bool:
+    """No run's records in ``run_dir``, or only the results of one that failed before it
+    wrote its config (a bad option: nothing trained, nothing to keep)."""
+    from hadamard_lit.resume import records_in
+
+    records = records_in(run_dir)
+    if records == ["results.json"]:
+        with contextlib.suppress(ValueError):
+            return json.loads((run_dir / RESULTS_FILE).read_text()).get("status") == "failed"
+    return not records
 
 
 def _in_run_dir(logger: Any, run_dir: Path) -> Any:

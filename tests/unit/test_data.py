@@ -194,13 +194,15 @@ def test_nlu_batches_on_real_data(
     assert batch["input_ids"].shape[1] <= 64
     assert batch["group"].tolist() == [-1] * 8
     if shape == "text_to_text":
-        assert set(batch) == {"input_ids", "attention_mask", "labels", "target", "group"}
+        assert set(batch) == {"input_ids", "attention_mask", "labels", "target", "group", "row_id"}
         assert batch["target"].dtype == value_dtype
         targets = t5.batch_decode(batch["labels"].clamp(min=0), skip_special_tokens=True)
         assert targets == [spec.target_text(t) for t in batch["target"].tolist()]
         assert t5.decode(batch["input_ids"][0], skip_special_tokens=True).startswith(task)
     else:
-        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "group"}
+        assert set(batch) == {
+            "input_ids", "attention_mask", "token_type_ids", "labels", "group", "row_id",
+        }  # fmt: skip
         assert batch["labels"].dtype == value_dtype
         assert batch["input_ids"][:, 0].eq(bert.cls_token_id).all()
     labels = batch["target" if shape == "text_to_text" else "labels"]
@@ -385,7 +387,7 @@ def test_gsm8k_training_batches_mask_the_prompt(shared_data: Path, t5: Any) -> N
                         max_train_samples=8, max_eval_samples=6)  # fmt: skip
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "row_id"}
     for ids, mask, labels in zip(
         batch["input_ids"], batch["attention_mask"], batch["labels"], strict=True
     ):
@@ -408,7 +410,7 @@ def test_gsm8k_evaluation_batches(shared_data: Path, t5: Any) -> None:
     dm.setup("validate")
     assert dm.datasets["validation"] is dm.datasets["test"]
     batch = next(iter(dm.val_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "answers"}
+    assert set(batch) == {"input_ids", "attention_mask", "answers", "row_id"}
     assert batch["answers"] == ["18", "3", "70000", "540"]  # GSM8K test's first four
     assert batch["attention_mask"][:, -1].eq(1).all()  # left padded: every prompt ends last
     short = int(batch["attention_mask"].sum(1).argmin())
@@ -488,7 +490,7 @@ def test_training_order_depends_only_on_seed_and_epoch() -> None:
     ``set_epoch``; the global RNG is not in checkpoints)."""
     import torch
 
-    from hadamard_lit.data.base import EpochShuffleSampler
+    from hadamard_lit.data.loaders import EpochShuffleSampler
 
     sampler = EpochShuffleSampler(50, seed=3)
     orders = []

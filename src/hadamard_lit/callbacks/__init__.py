@@ -6,7 +6,9 @@ Trainer) and :class:`AdaptiveSelection` (the callback that binds them to a fit).
 """
 
 from hadamard_lit.callbacks.adaptive_selection import AdaptiveSelection, find_adapted_model
+from hadamard_lit.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from hadamard_lit.callbacks.importance import ImportanceTracker
+from hadamard_lit.callbacks.predictions import PredictionWriter
 from hadamard_lit.callbacks.selection_checkpoint import SelectionAwareCheckpoint
 from hadamard_lit.callbacks.selection_plot import SelectionPicture, plot_selection
 from hadamard_lit.callbacks.selection_schedule import CubicSchedule, ScheduleSpec, cubic_budget
@@ -14,10 +16,13 @@ from hadamard_lit.callbacks.selection_schedule import CubicSchedule, ScheduleSpe
 __all__ = [
     "AdaptiveSelection",
     "CubicSchedule",
+    "DivergenceGuard",
     "ImportanceTracker",
+    "PredictionWriter",
     "ScheduleSpec",
     "SelectionAwareCheckpoint",
     "SelectionPicture",
+    "TrainingDiverged",
     "cubic_budget",
     "find_adapted_model",
     "plot_selection",

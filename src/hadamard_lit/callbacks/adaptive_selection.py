@@ -278,6 +278,8 @@ class AdaptiveSelection(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.attach(pl_module, trainer)
+        # AMP's scaler skips steps whose gradients overflowed; anywhere else they diverged.
+        self.tracker.allow_nonfinite = trainer.precision == "16-mixed"
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -32,6 +32,7 @@ copy and module values are put back to identity after each step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from torch.optim import Optimizer
 
 from hadamard_lit.adapters.base import AdapterLayer, find_adapted_model, get_adapter_record
 from hadamard_lit.adapters.state import adapter_layers
+from hadamard_lit.callbacks.divergence import TrainingDiverged
 from hadamard_lit.callbacks.selection_schedule import CubicSchedule
 from hadamard_lit.parallel.access import Access
 from hadamard_lit.parallel.tensors import (
@@ -72,6 +74,10 @@ class ImportanceTracker:
         beta1: EMA factor of the importance ``Ī``.
         beta2: EMA factor of the uncertainty ``Ū``.
         access: how to read and freeze tensors (``access_for(trainer)``; plain by default).
+
+    Non-finite gradients are an error (:class:`~hadamard_lit.callbacks.TrainingDiverged`)
+    unless ``allow_nonfinite`` is set, as under AMP's gradient scaler, which skips such
+    steps: then the scores skip them too.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class ImportanceTracker:
         self.scores: dict[str, float] = {}
         self.last_step = 0
         self._restored_at = 0
+        self.allow_nonfinite = False
         self._warned_nonfinite = False
         self._slots: list[_Slot] = []
         self._importance = torch.zeros(0)
@@ -168,6 +175,18 @@ class ImportanceTracker:
             sums, counts = totals[:n_active], totals[n_active:]
         means = sums / counts
         if not bool(torch.isfinite(means).all()):
+            if not self.allow_nonfinite:
+                # Removing modules by stale scores after this would pick them at random.
+                bad = [
+                    n
+                    for n, m in zip(self.active, means.tolist(), strict=True)
+                    if not math.isfinite(m)
+                ]
+                raise TrainingDiverged(
+                    f"AdaptiveSelection: the gradients of {len(bad)} adapted modules are not "
+                    f"finite at step {self.last_step + 1} (e.g. {bad[0]}): training has diverged, "
+                    "and no module is removed by stale scores. Lower the learning rate"
+                )
             # An AMP step with overflowing gradients, which the scaler skips: so do we.
             if not self._warned_nonfinite:
                 rank_zero_warn("AdaptiveSelection skipped a step with non-finite gradients")

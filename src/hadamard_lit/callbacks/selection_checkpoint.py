@@ -1,4 +1,5 @@
-"""A ``ModelCheckpoint`` that keeps no "best" checkpoint from the middle of pruning.
+"""A ``ModelCheckpoint`` that keeps no "best" checkpoint from the middle of pruning, nor
+one whose score or validation loss is not finite.
 
 The AdaDHP authors' scripts evaluate every epoch and keep the best checkpoint, which can
 be one with more than ``n_T`` modules still active. This subclass ranks monitored
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 from typing_extensions import override
@@ -46,5 +48,12 @@ class SelectionAwareCheckpoint(ModelCheckpoint):
     @override
     def check_monitor_top_k(self, trainer: pl.Trainer, current: Tensor | None = None) -> bool:
         if self._selection is not None and not self.selection_done(trainer):
+            return False
+        # A non-finite score, or a finite score over non-finite losses (argmax of NaN logits
+        # still "predicts" a class), never ranks as best.
+        losses = [v for k, v in trainer.callback_metrics.items() if k.endswith("/loss")]
+        if current is not None and not bool(torch.isfinite(current).all()):
+            return False
+        if any(not bool(torch.isfinite(v).all()) for v in losses if isinstance(v, Tensor)):
             return False
         return super().check_monitor_top_k(trainer, current)

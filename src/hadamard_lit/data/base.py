@@ -9,8 +9,9 @@ warning, so a quickstart config runs offline.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,13 +19,17 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hadamard_lit.data.collate import PadCollator
+from hadamard_lit.data.loaders import EpochShuffleSampler, ResumableLoader
 from hadamard_lit.data.sources import load_hub_split, load_local_split, resolve_data_dir
 
 log = logging.getLogger(__name__)
+
+#: The column that carries each raw row's id through tokenisation (the batches' ``row_id``).
+ROW_ID = "_row_id"
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,13 @@ class TokenizedDataModule(LightningDataModule):
         self, data: Dataset, function: Callable[..., Any], desc: str, **kwargs: Any
     ) -> Dataset:
         """``data`` mapped through ``function`` in batches (cached on disk by ``datasets``);
-        ``function`` gets the tokenizer and ``kwargs``, and replaces every column."""
+        ``function(batch, tokenizer, **kwargs)`` replaces every column. Each row carries its
+        id under :data:`ROW_ID` (the split's own integer ``idx`` where it has one, as GLUE
+        does, else its position), which the encoders pass on as ``row_id``."""
+        ids = list(range(len(data)))
+        if "idx" in data.column_names and all(isinstance(i, int) for i in data[:1]["idx"]):
+            ids = [int(i) for i in data["idx"]]
+        data = data.add_column(ROW_ID, ids)
         return data.map(
             function,
             batched=True,
@@ -200,19 +211,44 @@ class TokenizedDataModule(LightningDataModule):
         return self.make_loader("test", padding_side=self.eval_padding_side)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.make_loader("test", padding_side=self.eval_padding_side)
+        return self.make_loader("predict", padding_side=self.eval_padding_side)
 
     def make_loader(self, name: str, train: bool = False, **collate: Any) -> DataLoader:
+        """A loader of split ``name``; the training one shuffles by (seed, epoch) and resumes
+        mid-epoch (:class:`~hadamard_lit.data.loaders.ResumableLoader`)."""
         dataset = self.split(name)
-        return DataLoader(
+        common: dict[str, Any] = {
+            "collate_fn": self.collator(**collate),
+            "num_workers": self.options.num_workers,
+            "persistent_workers": self.options.num_workers > 0,
+        }
+        if not train:
+            return DataLoader(dataset, batch_size=self.eval_batch_size, **common)
+        seed = self._shuffle_seed()
+        sampler = EpochShuffleSampler(len(dataset), seed, self._current_epoch)
+        return ResumableLoader(
             dataset,
-            batch_size=self.options.batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self._shuffle_seed(), self._current_epoch)
-            if train
-            else None,
-            collate_fn=self.collator(**collate),
-            num_workers=self.options.num_workers,
-            persistent_workers=self.options.num_workers > 0,
+            sampler=sampler,
+            batch_size=self.options.batch_size,
+            position=self._training_position,
+            # Worker seeds from this, not from the global RNG, which a resume restores.
+            generator=torch.Generator().manual_seed(seed),
+            **common,
+        )
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches each process gets per epoch (its share padded, as Lightning's
+        distributed sampler pads it); the training split must be set up."""
+        rows = math.ceil(len(self.split("train")) / max(world_size, 1))
+        return math.ceil(rows / self.options.batch_size)
+
+    def _training_position(self) -> tuple[int, int]:
+        """(epoch, batches of it trained on): what a checkpoint's loader state records."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0
+        return int(trainer.current_epoch), int(
+            trainer.fit_loop.epoch_loop.batch_progress.current.processed
         )
 
     def _current_epoch(self) -> int | None:
@@ -233,42 +269,6 @@ class TokenizedDataModule(LightningDataModule):
             # A prefix of a training file can be skewed (sorted sources): take a random subset.
             dataset = dataset.shuffle(seed=self.options.seed)
         return dataset.select(range(limit))
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A random order that is a function of (seed, epoch) only.
-
-    ``DataLoader(shuffle=True)`` draws each epoch's order from the global RNG, which a
-    checkpoint does not restore: a run resumed at epoch ``e`` would see another order than
-    the uninterrupted run. Here the order of epoch ``e`` is always the same permutation.
-    The epoch comes from ``epoch()`` when given (the datamodule passes the trainer's
-    ``current_epoch``: the number Lightning calls ``set_epoch`` with is one lower after a
-    resume from an end-of-epoch checkpoint), else from ``set_epoch``.
-
-    Args:
-        size: number of rows.
-        seed: base seed.
-        epoch: returns the current epoch, or None to fall back on ``set_epoch``'s.
-    """
-
-    def __init__(self, size: int, seed: int, epoch: Callable[[], int | None] | None = None) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-        self._epoch_source = epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        epoch = self._epoch_source() if self._epoch_source is not None else None
-        generator = torch.Generator().manual_seed(
-            self.seed + (self.epoch if epoch is None else epoch)
-        )
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def rows_of(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -24,6 +24,8 @@ class Batch(TypedDict, total=False):
         target: the task label of a text-to-text row (``long``; ``float`` for STS-B).
         group: MultiRC's question id (for F1a / exact match per question), -1 elsewhere.
         answers: the gold final answers of math problems, as strings.
+        row_id: each row's id in its split (the split's ``idx`` where it has one, else its
+            position), which predictions are written against.
     """
 
     input_ids: Tensor
@@ -33,6 +35,7 @@ class Batch(TypedDict, total=False):
     target: Tensor
     group: Tensor
     answers: list[str]
+    row_id: Tensor
 
 
 #: Keys the backbones' forward takes, in the order the modules pass them.

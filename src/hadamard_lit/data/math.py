@@ -49,7 +49,7 @@ from hadamard_lit.data.answers import (
     normalize_math_answer,
     normalize_number,
 )
-from hadamard_lit.data.base import TokenizedDataModule, rows_of
+from hadamard_lit.data.base import ROW_ID, TokenizedDataModule, rows_of
 from hadamard_lit.data.collate import IGNORE_INDEX
 from hadamard_lit.data.sources import check_columns
 
@@ -272,8 +272,9 @@ class MathDataModule(TokenizedDataModule):
         if stage in (None, "fit") and "train" not in self.datasets:
             self.datasets["train"] = self.encode_train()
         if "test" not in self.datasets:
-            # One evaluation set serves both validation and test (there is no dev set).
-            self.datasets["test"] = self.datasets["validation"] = self.encode_eval()
+            # One evaluation set serves validation, test and predict (there is no dev set).
+            evaluation = self.encode_eval()
+            self.datasets.update(test=evaluation, validation=evaluation, predict=evaluation)
 
     def encode_train(self) -> Dataset:
         """The training set as prompt + solution token ids with the prompt masked."""
@@ -334,14 +335,16 @@ def encode_math_train(
         "input_ids"
     ]
     eos = [tokenizer.eos_token_id]
-    out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
-    for prompt, solution in zip(prompts, solutions, strict=True):
+    out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": [], "row_id": []}
+    row_ids = [row[ROW_ID] for row in rows]
+    for prompt, solution, row_id in zip(prompts, solutions, row_ids, strict=True):
         if len(prompt) >= max_length:
             continue
         ids = (prompt + solution + eos)[:max_length]
         out["input_ids"].append(ids)
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(([IGNORE_INDEX] * len(prompt) + solution + eos)[:max_length])
+        out["row_id"].append(row_id)
     return out
 
 
@@ -352,7 +355,7 @@ def encode_math_eval(
     source, max_length = encoding.source, encoding.max_length
     assert source.answer is not None
     rows = rows_of(batch)
-    out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "answers": []}
+    out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "answers": [], "row_id": []}
     for row, prompt in zip(rows, encoding.prompt_ids(tokenizer, rows), strict=True):
         answer = source.answer(row)
         if answer is None:
@@ -361,4 +364,5 @@ def encode_math_eval(
         out["input_ids"].append(ids)
         out["attention_mask"].append([1] * len(ids))
         out["answers"].append(answer)
+        out["row_id"].append(row[ROW_ID])
     return out

@@ -26,13 +26,13 @@ from typing import Any, Literal
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from hadamard_lit.data.base import TokenizedDataModule, rows_of
+from hadamard_lit.data.base import ROW_ID, TokenizedDataModule, rows_of
 from hadamard_lit.data.sources import check_columns
 from hadamard_lit.data.tasks import TaskSpec, get_task
 
 Shape = Literal["text_to_text", "classification"]
 SplitProtocol = Literal["paper", "plain"]
-SplitName = Literal["train", "validation", "test"]
+SplitName = Literal["train", "validation", "test", "predict"]
 
 #: The paper protocol's threshold and held-out size (METHODS.md, "Split protocol").
 LARGE_TRAIN_SET = 10_000
@@ -42,7 +42,7 @@ _STAGE_SPLITS: dict[str | None, tuple[SplitName, ...]] = {
     "fit": ("train", "validation"),
     "validate": ("validation",),
     "test": ("test",),
-    "predict": ("test",),
+    "predict": ("predict",),
 }
 
 
@@ -57,6 +57,9 @@ class NLUDataModule(TokenizedDataModule):
         split_protocol: ``paper`` or ``plain`` (see the module docstring).
         max_length: input truncation length in tokens.
         max_target_length: target truncation length (every verbaliser fits in 8 T5 tokens).
+        predict_split: what ``predict`` reads: ``None``, the protocol's test split; else a split
+            of the task's data as it is, labels optional (``test``: GLUE's unlabelled test
+            split, ``-1`` labels).
         **options: :class:`~hadamard_lit.data.base.DataOptions`: ``data_dir`` (``None``
             reads the Hub, ``TaskSpec.hub_path``/``hub_config``; a folder reads
             ``<data_dir>/<local_subdir>/<split>.jsonl`` in the Hub's schema;
@@ -78,6 +81,7 @@ class NLUDataModule(TokenizedDataModule):
         split_protocol: SplitProtocol = "paper",
         max_length: int = 128,
         max_target_length: int = 8,
+        predict_split: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(tokenizer, **options)
@@ -94,9 +98,10 @@ class NLUDataModule(TokenizedDataModule):
         self.split_protocol: SplitProtocol = split_protocol
         self.max_length = max_length
         self.max_target_length = max_target_length
+        self.predict_split = predict_split
         self.save_hyperparameters(ignore=["tokenizer"])
         self.hparams["tokenizer"] = self.tokenizer_name
-        self._raw: dict[str, tuple[Dataset, str]] = {}
+        self._raw: dict[tuple[str, bool], tuple[Dataset, str]] = {}
 
     @property
     def num_labels(self) -> int:
@@ -105,24 +110,31 @@ class NLUDataModule(TokenizedDataModule):
 
     # -- raw splits and the split protocol -----------------------------------------------
 
-    def raw_split(self, split: str) -> tuple[Dataset, str]:
+    def raw_split(self, split: str, labelled: bool = True) -> tuple[Dataset, str]:
         """A Hub split (``train``, ``validation``, ...) checked, with its source description.
+
+        Args:
+            split: the split's name on the Hub (or its file's, ``<split>.jsonl``).
+            labelled: check that every label is one of the task's (unlabelled rows, ``-1``,
+                are only for ``predict``).
 
         Raises:
             FileNotFoundError: a local file is missing (the message names task and path).
             ValueError: a column is missing or a label is out of range.
         """
-        if split not in self._raw:
+        if (split, labelled) not in self._raw:
             spec = self.task_spec
             data, source = self.load_split(
                 (spec.hub_path, spec.hub_config, split),
                 f"{spec.local_subdir}/{split}.jsonl",
                 f"task {spec.name!r}, {split} split",
             )
-            check_columns(data, spec.required_columns, f"task {spec.name!r}", source)
-            self._check_labels(data, source)
-            self._raw[split] = (data, source)
-        return self._raw[split]
+            columns = spec.required_columns if labelled else spec.text_columns
+            check_columns(data, columns, f"task {spec.name!r}", source)
+            if labelled:
+                self._check_labels(data, source)
+            self._raw[(split, labelled)] = (data, source)
+        return self._raw[(split, labelled)]
 
     def _check_labels(self, data: Dataset, source: str) -> None:
         spec = self.task_spec
@@ -144,8 +156,13 @@ class NLUDataModule(TokenizedDataModule):
                 )
 
     def protocol_split(self, name: SplitName) -> tuple[Dataset, str]:
-        """The rows of ``train``, ``validation`` or ``test`` under the split protocol."""
+        """The rows of ``train``, ``validation`` or ``test`` under the split protocol
+        (``predict``: ``predict_split`` as it is, or the protocol's test split)."""
         spec = self.task_spec
+        if name == "predict":
+            if self.predict_split is not None:
+                return self.raw_split(self.predict_split, labelled=False)
+            name = "test"
         evaluation = spec.validation_split
         if self.split_protocol == "plain":
             return self.raw_split("train" if name == "train" else evaluation)
@@ -191,41 +208,50 @@ class NLUDataModule(TokenizedDataModule):
         data, _ = self.protocol_split(name)
         data = self.limit(data, train=name == "train")
         desc = f"Tokenizing {self.task_spec.name} {name}"
+        # Unlabelled rows (predict) carry no target: nothing to learn or to score.
+        labelled = name != "predict" or self.predict_split is None
         if self.shape == "text_to_text":
             return self.tokenize(data, encode_text_to_text, desc, spec=self.task_spec,
-                                 max_length=self.max_length,
+                                 max_length=self.max_length, labelled=labelled,
                                  max_target_length=self.max_target_length)  # fmt: skip
         return self.tokenize(data, encode_classification, desc, spec=self.task_spec,
-                             max_length=self.max_length)  # fmt: skip
+                             max_length=self.max_length, labelled=labelled)  # fmt: skip
 
 
 def encode_text_to_text(
     batch: dict[str, list[Any]],
-    spec: TaskSpec,
     tokenizer: PreTrainedTokenizerBase,
+    spec: TaskSpec,
     max_length: int,
     max_target_length: int,
+    labelled: bool = True,
 ) -> dict[str, list[Any]]:
     """A batch of raw rows as T5 prompts and target ids (``datasets.map``, batched)."""
     rows = rows_of(batch)
-    targets = [spec.label_id(row[spec.label_column]) for row in rows]
     inputs = tokenizer([spec.prompt(row) for row in rows], max_length=max_length, truncation=True)
-    labels = tokenizer(
-        text_target=[spec.target_text(t) for t in targets],
-        max_length=max_target_length,
-        truncation=True,
-    )
-    return {
+    out = {
         "input_ids": inputs["input_ids"],
         "attention_mask": inputs["attention_mask"],
-        "labels": labels["input_ids"],
-        "target": targets,
         "group": [spec.group_id(row) for row in rows],
+        "row_id": [row[ROW_ID] for row in rows],
     }
+    if labelled:
+        targets = [spec.label_id(row[spec.label_column]) for row in rows]
+        labels = tokenizer(
+            text_target=[spec.target_text(t) for t in targets],
+            max_length=max_target_length,
+            truncation=True,
+        )
+        out.update(labels=labels["input_ids"], target=targets)
+    return out
 
 
 def encode_classification(
-    batch: dict[str, list[Any]], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
+    batch: dict[str, list[Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    spec: TaskSpec,
+    max_length: int,
+    labelled: bool = True,
 ) -> dict[str, list[Any]]:
     """A batch of raw rows as encoder inputs (text or text pair) and label ids."""
     rows = rows_of(batch)
@@ -233,6 +259,8 @@ def encode_classification(
     pairs = None if seconds[0] is None else list(seconds)
     encoded = tokenizer(list(firsts), pairs, max_length=max_length, truncation=True)
     out = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
-    out["labels"] = [spec.label_id(row[spec.label_column]) for row in rows]
+    if labelled:
+        out["labels"] = [spec.label_id(row[spec.label_column]) for row in rows]
     out["group"] = [spec.group_id(row) for row in rows]
+    out["row_id"] = [row[ROW_ID] for row in rows]
     return out

@@ -135,6 +135,12 @@ class TaskSpec:
             return f"{round(float(label) * 5) / 5:.1f}"
         return self.label_names[int(label)]
 
+    def label_text(self, label: int | float) -> str | float:
+        """A predicted label as a person reads it: its name, or the STS-B score."""
+        if self.is_regression:
+            return float(label)
+        return self.label_names[int(label)]
+
     def parse_prediction(self, text: str) -> int | float | None:
         """The label a generated text names, or ``None`` when it names none.
 

@@ -34,6 +34,7 @@ from hadamard_lit.adapters import (
     AdapterStrategy,
     count_parameters,
     count_trainable_parameters,
+    load_adapter_state_dict,
 )
 from hadamard_lit.backbones import (
     check_output_dir,
@@ -45,10 +46,17 @@ from hadamard_lit.data.batch import MODEL_INPUTS, Batch
 from hadamard_lit.metrics import score_key
 from hadamard_lit.modules.checkpointing import MODEL_PREFIX, AdapterCheckpointing
 from hadamard_lit.modules.hparams import make_hparams_portable
-from hadamard_lit.modules.schedules import LinearWarmupSchedule, LRSchedule, optimizer_config
+from hadamard_lit.modules.schedules import (
+    LinearWarmupSchedule,
+    LRSchedule,
+    optimizer_config,
+    training_steps,
+)
 from hadamard_lit.modules.seeding import EpochReseeding
+from hadamard_lit.parallel.checkpoints import check_checkpoint_file, read_checkpoint
 from hadamard_lit.parallel.fsdp2 import data_parallel_mesh, fully_shard_blocks
 from hadamard_lit.parallel.strategies import restores_weights_itself, transformers_zero3_config
+from hadamard_lit.resume import check_resume
 
 __all__ = ["MODEL_PREFIX", "AdapterModule", "LinearWarmupSchedule", "Stage"]
 
@@ -76,6 +84,10 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         lr_schedule: ``"linear"``: warm up, then decay linearly to 0 at the last step (the
             papers' recipe); ``"constant"``: warm up, then hold.
         warmup_steps: linear warm-up length in optimiser steps (the papers use 500).
+        init_adapter_from: start from the adapter (and head) of this checkpoint (a
+            hadamard_lit ``.ckpt`` or DeepSpeed folder of the same method and backbone)
+            instead of the method's identity init: a new run with its own optimizer and
+            schedule (``fit --ckpt_path`` resumes one instead).
     """
 
     #: The transformers auto class ``build_model`` loads with.
@@ -96,6 +108,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_schedule: LRSchedule = "linear",
         warmup_steps: int = 0,
+        init_adapter_from: str | None = None,
     ) -> None:
         super().__init__()
         if (model_name_or_path is None) == (backbone_config is None):
@@ -125,6 +138,9 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_schedule = lr_schedule
         self.warmup_steps = warmup_steps
+        self.init_adapter_from = init_adapter_from
+        if init_adapter_from is not None:
+            check_checkpoint_file(init_adapter_from)
         # Loaded now, not in configure_model: the CLI hands it to the datamodule.
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(
             tokenizer, model_name_or_path, self.from_pretrained_kwargs
@@ -163,6 +179,8 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
             self._hf_deepspeed_config = transformers_zero3_config(strategy)
             model = self.build_model()
             self.adapter.apply(model)
+            if self.init_adapter_from is not None:
+                self._load_adapter_from(model, self.init_adapter_from)
             # from_pretrained returns eval mode; Lightning (2.6) no longer calls .train()
             # itself, so dropout would silently stay off in training.
             model.train(self.training)
@@ -268,14 +286,35 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
             logger.log_hyperparams(stats)
             logger.log_metrics({k: float(v) for k, v in stats.items()}, step=0)
 
+    def _load_adapter_from(self, model: nn.Module, path: str) -> None:
+        state = read_checkpoint(path)["state_dict"]
+        adapter = {k.removeprefix(MODEL_PREFIX): v for k, v in state.items()}
+        try:
+            load_adapter_state_dict(model, adapter)
+        except ValueError as err:
+            raise ValueError(
+                f"init_adapter_from={path!r} does not fit {self.adapter!r}: {err}"
+            ) from err
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check the adapter where the strategy loads it (FSDP2 and DeepSpeed restore the
         weights themselves); on resume, seed the epoch (:mod:`~hadamard_lit.modules.seeding`).
 
         Raises:
             ValueError: the checkpoint's adapter does not fit this module.
+            ResumeMismatch: a fit resumed with options it cannot honour.
         """
         self.check_checkpoint_record(checkpoint)
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit":
+            datamodule = getattr(trainer, "datamodule", None)
+            check_resume(
+                checkpoint,
+                dict(self.hparams),
+                dict(datamodule.hparams) if datamodule is not None else None,
+                training_steps(trainer),
+                None if trainer.ckpt_path is None else str(trainer.ckpt_path),
+            )
         self.reseed_for_resume(checkpoint)
 
     def configure_optimizers(self) -> Any:
@@ -290,7 +329,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
             self.lr_scheduler_factory,
             self.lr_schedule,
             self.warmup_steps,
-            lambda: self.trainer.estimated_stepping_batches,
+            lambda: training_steps(self.trainer),
         )
 
     # -- export --------------------------------------------------------------------------

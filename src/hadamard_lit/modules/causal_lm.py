@@ -108,6 +108,10 @@ class CausalLMModule(AdapterModule):
         self.stage_metrics(stage).update(predictions, list(batch["answers"]))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        """Generated solutions and the answers read from them."""
+        """Each problem's id, generated solution and the answer read from it."""
         texts = self.generate_answers(batch)
-        return {"text": texts, "answer": self.extract(texts)}
+        return {
+            "row_id": batch["row_id"].tolist(),
+            "prediction": self.extract(texts),
+            "text": texts,
+        }

@@ -24,7 +24,9 @@ from hadamard_lit.adapters import (
     get_adapter_record,
     load_adapter_state_dict,
 )
-from hadamard_lit.parallel.checkpoints import CLIENT_STATE_KEY
+from hadamard_lit.callbacks.divergence import TrainingDiverged
+from hadamard_lit.modules.seeding import rng_state
+from hadamard_lit.parallel.checkpoints import CLIENT_STATE_KEY, non_finite
 from hadamard_lit.parallel.strategies import is_deepspeed, is_fsdp1
 
 #: Prefix of the backbone's keys in the LightningModule's state dict (``self.model``).
@@ -57,11 +59,20 @@ class AdapterCheckpointing(LightningModule):
             state = self._adapter_from_full_state(checkpoint.get("state_dict", {}))
         else:
             state = self.adapter_checkpoint_state()
+        bad = non_finite(state)
+        if bad:
+            # Never a checkpoint of a diverged run: "best" or "last" would then be NaN.
+            raise TrainingDiverged(
+                f"Refusing to save a checkpoint whose adapter holds non-finite values "
+                f"({len(bad)} tensors, e.g. {bad[0]}): the run has diverged"
+            )
         checkpoint["state_dict"] = state
         checkpoint["hadamard_lit"] = {
             "adapter": self.adapter.name,
             "adapter_only": True,
             "shapes": {k: list(v.shape) for k, v in state.items()},
+            # Where dropout's random stream stands: a mid-epoch resume takes it up again.
+            "rng": rng_state(self._trainer),
         }
         if is_deepspeed(strategy):
             checkpoint[CLIENT_STATE_KEY] = state

@@ -66,7 +66,12 @@ class SequenceClassificationModule(NLUTaskMixin, AdapterModule):
         self.log(f"{stage}/loss", outputs.loss, batch_size=_batch_size(batch))
         self.update_metrics(stage, self.predictions(outputs.logits), batch)
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Predicted class ids (or regression values)."""
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        """Each row's id, predicted label (its name; the score for STS-B) and label id."""
         inputs = {k: v for k, v in self.model_inputs(batch).items() if k != "labels"}
-        return self.predictions(self.model(**inputs).logits)
+        predictions = self.predictions(self.model(**inputs).logits).tolist()
+        return {
+            "row_id": batch["row_id"].tolist(),
+            "prediction": [self.task_spec.label_text(p) for p in predictions],
+            "label_id": predictions,
+        }

@@ -19,6 +19,29 @@ from hadamard_lit.metrics import VAL_SCORE
 LRSchedule = Literal["linear", "constant"]
 
 
+def training_steps(trainer: Any) -> float:
+    """The optimizer steps ``trainer``'s fit will take.
+
+    ``trainer.estimated_stepping_batches``, but where the datamodule can count its own
+    batches (hadamard_lit's can), counted without loading the training loader: Lightning's
+    estimate loads it early, before a checkpoint's loader state is restored, and then never
+    restores it (Lightning issue #20550), so a mid-epoch resume would replay the epoch.
+    """
+    if trainer.max_epochs in (None, -1) or trainer.train_dataloader is not None:
+        return trainer.estimated_stepping_batches
+    count = getattr(trainer.datamodule, "train_batches_per_epoch", None)
+    if not callable(count):
+        return trainer.estimated_stepping_batches
+    batches = count(trainer.world_size)
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float) and limit < 1.0:
+        batches = int(batches * limit)
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+
+
 class LinearWarmupSchedule:
     """LR factor: linear warm-up over ``warmup_steps``, then linear decay to 0 or constant."""
 

@@ -1,8 +1,10 @@
-"""Per-epoch reseeding: an epoch's global randomness depends on (seed, epoch) only.
+"""Dropout's random stream on resume: reseeded per epoch, or taken up mid-epoch.
 
-Lightning checkpoints do not carry RNG state: without this, a run resumed from an
-epoch-end checkpoint would draw other dropout masks (and, in a datamodule that shuffles
-with torch's global RNG, another order) than the uninterrupted run. hadamard_lit's own
+Lightning checkpoints do not carry RNG state: without this, a resumed run would draw other
+dropout masks (and, in a datamodule that shuffles with torch's global RNG, another order)
+than the uninterrupted run. Every epoch starts from a seed that depends on (run seed,
+epoch) only, so a resume from an epoch's end is exact; a mid-epoch checkpoint also records
+torch's RNG state (:func:`rng_state`), which the resume restores. hadamard_lit's own
 datamodules order batches with ``EpochShuffleSampler``, which needs no global RNG. Only
 when a seed was set (``seed_everything``; the CLI sets one).
 """
@@ -23,6 +25,19 @@ def seed_epoch(epoch: int) -> bool:
         return False
     torch.manual_seed(int(seed) * 100_003 + epoch)
     return True
+
+
+def rng_state(trainer: Any) -> dict[str, Any]:
+    """Torch's RNG state, and the (epoch, batch) of ``trainer``'s fit it was taken at."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if trainer is not None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        total = trainer.num_training_batches
+        mid_epoch = done > 0 and (not isinstance(total, (int, float)) or done < total)
+        state["epoch"], state["mid_epoch"] = int(trainer.current_epoch), bool(mid_epoch)
+    return state
 
 
 def next_epoch(checkpoint: dict[str, Any]) -> int | None:
@@ -49,6 +64,13 @@ class EpochReseeding(LightningModule):
         """A fit resumed from ``checkpoint`` makes its first epoch's iterator before
         ``on_train_epoch_start`` (an uninterrupted one after it): seed that epoch now."""
         if self._trainer is None:  # load_from_checkpoint: nothing will train
+            return
+        saved = checkpoint.get("hadamard_lit", {}).get("rng") or {}
+        if saved.get("mid_epoch") and self.reseed_each_epoch:
+            torch.set_rng_state(saved["torch"])
+            if "cuda" in saved and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda"])
+            self._seeded_epoch = int(saved["epoch"])
             return
         epoch = next_epoch(checkpoint)
         if epoch is not None:

@@ -69,6 +69,12 @@ class Seq2SeqModule(NLUTaskMixin, AdapterModule):
         self.update_metrics(stage, preds, batch)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        """Generated text and the label parsed from it (``None`` when unparseable)."""
+        """Each row's id, generated text, and the label read from it (``None``: none)."""
         texts = self.generate_text(batch)
-        return {"text": texts, "prediction": [self.task_spec.parse_prediction(t) for t in texts]}
+        labels = [self.task_spec.parse_prediction(t) for t in texts]
+        return {
+            "row_id": batch["row_id"].tolist(),
+            "prediction": [None if p is None else self.task_spec.label_text(p) for p in labels],
+            "label_id": labels,
+            "text": texts,
+        }

@@ -10,6 +10,7 @@ either form.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,44 @@ def deepspeed_model_states_file(path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+def non_finite(state: dict[str, Any]) -> list[str]:
+    """Names of the tensors in ``state`` holding NaN or infinity."""
+    return [
+        name
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]  # fmt: skip
+
+
+def check_checkpoint_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, by name, a checkpoint that cannot be one: missing, empty, or cut off.
+
+    A DeepSpeed checkpoint directory is checked for its model-states file.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: an empty or truncated file (not a whole ``torch.save`` archive).
+    """
+    file = Path(path)
+    if file.is_dir():
+        if deepspeed_model_states_file(file) is None:
+            raise ValueError(
+                f"{file} is a directory but not a DeepSpeed checkpoint; for FSDP2 save "
+                "consolidated checkpoints (ModelParallelStrategy(save_distributed_checkpoint=False))"
+            )
+        return
+    if not file.exists():
+        raise FileNotFoundError(f"checkpoint {str(file)!r} does not exist")
+    size = file.stat().st_size
+    if size == 0 or not zipfile.is_zipfile(file):
+        why = "is empty (0 bytes)" if size == 0 else f"is not a whole checkpoint ({size:,} bytes)"
+        raise ValueError(
+            f"checkpoint {str(file)!r} {why}: it was cut off while being written (a killed "
+            "job?). Use an earlier one, e.g. the best checkpoint beside it, or train again"
+        )
+
+
 def read_checkpoint(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, Any]:
     """A Lightning checkpoint as a dict whose ``state_dict`` is the adapter state.
 
@@ -47,6 +86,7 @@ def read_checkpoint(path: str | os.PathLike[str], weights_only: bool = True) -> 
         ValueError: a directory that is not a DeepSpeed checkpoint saved by an
             ``AdapterModule`` (e.g. FSDP2's sharded checkpoints: save them consolidated).
     """
+    check_checkpoint_file(path)
     states = deepspeed_model_states_file(path)
     if states is None:
         if Path(path).is_dir():

@@ -51,6 +51,16 @@ def local_part(tensor: Tensor | None) -> Tensor | None:
     return to_local() if callable(to_local) else tensor
 
 
+def local_values(param: Tensor) -> Tensor:
+    """What this rank holds of ``param``: an FSDP2 shard, a ZeRO-3 partition, or all of it."""
+    shard = getattr(param, "ds_tensor", None)
+    if shard is not None:
+        return shard.detach()
+    local = local_part(param.detach())
+    assert local is not None
+    return local
+
+
 def is_zero3(param: Tensor) -> bool:
     return hasattr(param, "ds_id")
 
