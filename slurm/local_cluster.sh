@@ -4,9 +4,12 @@
 #   slurm/local_cluster.sh install   # apt-get the packages (root; ~10 s)
 #   slurm/local_cluster.sh start     # start munge, slurmctld, slurmd; wait until idle
 #   slurm/local_cluster.sh env       # print the exports that point slurm commands at it
-#   slurm/local_cluster.sh stop      # stop the daemons (by their pid files)
+#   slurm/local_cluster.sh stop      # stop what start started, remove its state folder
 #
-# State lives in $HADAMARD_LIT_SLURM_DIR (default /tmp/hadamard_lit_slurm). There is no
+# State lives in $HADAMARD_LIT_SLURM_DIR (default /tmp/hadamard_lit_slurm): config, logs,
+# spool. `stop` removes what `start` put there (HADAMARD_LIT_SLURM_KEEP=1 keeps the logs)
+# and stops munged too if `start` started it (a munged that was running already is left
+# alone). There is no
 # slurmdbd, hence no real `sacct`: submitit needs it to notice a job that died without
 # writing its result, so `bin/sacct` here answers from `squeue --states=all` instead.
 set -euo pipefail
@@ -79,8 +82,11 @@ start() {
   fi
   install -d -o munge -g munge /run/munge
   # --force: a machine that was stopped uncleanly leaves munge's socket behind.
-  pgrep -x munged >/dev/null || runuser -u munge -- munged --force
-  rm -f "$DIR"/run/*.pid
+  if ! pgrep -x munged >/dev/null; then
+    runuser -u munge -- munged --force
+    touch "$DIR/run/munged.ours"  # so that stop stops it, and only then
+  fi
+  rm -f "$DIR"/run/slurm*.pid
   # -c: a fresh cluster each start, never jobs recovered from an earlier one's state.
   slurmctld -c -f "$CONF"
   slurmd -f "$CONF"
@@ -129,6 +135,21 @@ stop() {
       kill -9 "$pid" 2>/dev/null || true
     fi
   done
+  if [ -f "$DIR/run/munged.ours" ]; then
+    local munged
+    munged="$(cat /run/munge/munged.pid 2>/dev/null || pgrep -x munged || true)"
+    for pid in $munged; do kill "$pid" 2>/dev/null || true; done
+    for _ in $(seq 1 20); do
+      pgrep -x munged >/dev/null || break
+      sleep 0.25
+    done
+    rm -f "$DIR/run/munged.ours"
+  fi
+  if [ "${HADAMARD_LIT_SLURM_KEEP:-0}" != 1 ]; then
+    # Only what start wrote: a folder the user named may hold other things.
+    rm -rf "$DIR"/{state,spool,log,run,bin} "$CONF"
+    rmdir "$DIR" 2>/dev/null || true
+  fi
 }
 
 case "${1:-}" in

@@ -237,6 +237,7 @@ def save_pretrained_atomic(
         plain_copy(model).save_pretrained(staging)  # type: ignore[operator]
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
+        permit_as_umask(staging)
         if target.exists():
             # Move the old folder aside first: rename cannot replace a non-empty folder.
             old = Path(
@@ -252,6 +253,17 @@ def save_pretrained_atomic(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def permit_as_umask(folder: Path) -> None:
+    """Give ``folder`` and what is in it the permissions a plain ``mkdir`` and ``open``
+    would (the user's umask): ``mkdtemp`` makes it private (700), and some writers make
+    their files 600, so other users of a shared cluster could not read the export."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def check_output_dir(output_dir: str | os.PathLike[str], overwrite: bool) -> None:

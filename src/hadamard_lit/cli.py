@@ -21,11 +21,9 @@ resume from), the resolved config saved next to the logs.
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import re
+import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -37,11 +35,22 @@ from hadamard_lit import __version__
 from hadamard_lit.backbones import check_output_dir
 from hadamard_lit.callbacks import DivergenceGuard, PredictionWriter, SelectionAwareCheckpoint
 from hadamard_lit.callbacks.divergence import TrainingDiverged
+from hadamard_lit.cli_parser import HadamardArgumentParser
 from hadamard_lit.metrics import VAL_SCORE
 from hadamard_lit.modules.base import AdapterModule
 from hadamard_lit.parallel.checkpoints import check_checkpoint_file, non_finite, read_checkpoint
-from hadamard_lit.resume import RunFolderGuard, check_run_folder
+from hadamard_lit.resume import (
+    ResumeMismatch,
+    RunFolderGuard,
+    RunFolderInUse,
+    check_run_folder,
+)
 
+#: The CLI parser's settings (``launch.run`` adds ``exit_on_error: False``: an error raises).
+PARSER_KWARGS: dict[str, Any] = {
+    "prog": "python -m hadamard_lit",
+    "description": "Hadamard-product PEFT on Lightning.",
+}
 #: Where runs go unless the config names a logger of its own.
 DEFAULT_SAVE_DIR = "runs"
 
@@ -59,63 +68,6 @@ CHECKPOINT_DEFAULTS = {
     "last_checkpoint.save_top_k": 1,
     "last_checkpoint.filename": "last",
 }
-
-
-def class_path_hint(message: str) -> str | None:
-    """For a parse error about a ``class_path`` that does not import: what would.
-
-    Lists the adapter strategies for a bad ``model.init_args.adapter``, and the closest
-    public names of the module the path points into.
-    """
-    bad = re.findall(r"class_path '([\w.]+)'", message)
-    if not bad:
-        return None
-    lines = []
-    for path in dict.fromkeys(bad):
-        module_name, _, name = path.rpartition(".")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            lines.append(f"{path!r}: no module {module_name!r} to import it from")
-            continue
-        if hasattr(module, name):
-            continue  # this one imports: the error is about another
-        public = [
-            n for n in dir(module) if not n.startswith("_") and isinstance(getattr(module, n), type)
-        ]
-        close = difflib.get_close_matches(name, public, n=3, cutoff=0.5)
-        if close:
-            lines.append(
-                f"{path!r}: did you mean {', '.join(f'{module_name}.{c}' for c in close)}?"
-            )
-    if "adapter" in message:
-        import hadamard_lit.adapters as adapters
-        from hadamard_lit.adapters import AdapterStrategy
-        from hadamard_lit.adapters import __all__ as names
-
-        strategies = [
-            f"hadamard_lit.adapters.{n}"
-            for n in names
-            if isinstance(getattr(adapters, n), type)
-            and issubclass(getattr(adapters, n), AdapterStrategy)
-            and getattr(adapters, n) is not AdapterStrategy
-        ]
-        lines.append(
-            "adapter strategies: "
-            + ", ".join(strategies)
-            + " (or any importable AdapterStrategy subclass)"
-        )
-    return "\n".join(lines) if lines else None
-
-
-class HadamardArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser, whose errors also say what a mistyped ``class_path`` meant."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        hint = class_path_hint(message)
-        if hint:
-            message = f"{message}\n{hint}"
-        super().error(message, ex)
 
 
 class HadamardTrainer(Trainer):
@@ -187,13 +139,7 @@ class HadamardCLI(LightningCLI):
         }
         # Saves each run's config, and refuses a log folder that holds another run's.
         kwargs.setdefault("save_config_callback", RunFolderGuard)
-        kwargs.setdefault(
-            "parser_kwargs",
-            {
-                "prog": "python -m hadamard_lit",
-                "description": "Hadamard-product PEFT on Lightning.",
-            },
-        )
+        kwargs.setdefault("parser_kwargs", PARSER_KWARGS)
         kwargs.setdefault("trainer_class", HadamardTrainer)
         kwargs.setdefault("parser_class", HadamardArgumentParser)
         # The modules take optimizer and lr_scheduler as arguments (model.init_args.*).
@@ -208,6 +154,13 @@ class HadamardCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        # Lightning warns when both ``args`` and ``sys.argv`` are set; here ``args`` always
+        # wins on purpose (launch.run, submit's config check run inside other commands).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -290,6 +243,22 @@ class HadamardCLI(LightningCLI):
             score = callback.best_model_score
             best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else ""
             print(f"Best checkpoint{best}: {callback.best_model_path}")
+        self._say_run_folder()
+
+    def after_validate(self) -> None:
+        self._say_run_folder()
+
+    def after_test(self) -> None:
+        self._say_run_folder()
+
+    def after_predict(self) -> None:
+        self._say_run_folder()
+
+    def _say_run_folder(self) -> None:
+        """The last line of every run: where its logs, config and checkpoints went (each
+        run gets the next ``version_N``, so the README's ``version_0`` is only the first)."""
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            print(f"Run folder: {self.trainer.log_dir}")
 
 
 def release_process_groups() -> None:
@@ -313,6 +282,6 @@ def main(args: ArgsType = None) -> None:
         HadamardCLI(args=args)
     except FileExistsError as err:  # export's refusal is a usage error, not a crash
         raise SystemExit(f"error: {err} (export: --overwrite true)") from None
-    except TrainingDiverged as err:  # the run's outcome, said plainly: not a crash
+    except (TrainingDiverged, ResumeMismatch, RunFolderInUse) as err:  # said plainly
         raise SystemExit(f"error: {err}") from None
     release_process_groups()

@@ -26,12 +26,19 @@ import contextlib
 import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import submitit
+
+from hadamard_lit.job_signals import (
+    ending,
+    note_requeue,
+    recording_signals,
+    usr1_requeues_like_usr2,
+)
+from hadamard_lit.run_status import COMPLETED, RUNNING, where_it_runs
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
@@ -93,16 +100,7 @@ def run(
     Returns:
         The content of ``results.json``.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    from hadamard_lit.adapters import (
-        count_parameters,
-        count_trainable_parameters,
-        get_adapter_record,
-    )
-    from hadamard_lit.cli import HadamardCLI, release_process_groups
-    from hadamard_lit.metrics import TEST_SCORE, VAL_SCORE
+    from hadamard_lit.cli import PARSER_KWARGS, HadamardCLI, release_process_groups
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,78 +115,98 @@ def run(
             f"--trainer.devices={distributed['devices']}",
             f"--trainer.num_nodes={distributed['num_nodes']}",
         ]
-    results: dict[str, Any] = {"run_dir": str(run_dir), "status": "running"}
+    # The labels first: a run that fails before its config is read is still reported by them.
+    results: dict[str, Any] = {
+        "run_dir": str(run_dir), "status": RUNNING, **(labels or {}), **where_it_runs(),
+    }  # fmt: skip
+    if labels:  # which keys are the point's axes (the report's rows: method and the others)
+        results["labels"] = dict(labels)
     rank_zero = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0
     # Until the folder is known to be this run's, nothing is written there, except into a
     # fresh folder: a run that fails before training still says why in results.json.
     owns_folder = _is_fresh(run_dir)
-    try:
-        # The job's own sys.argv (submitit's entry point) is not for the CLI.
-        argv, sys.argv = sys.argv, sys.argv[:1]
+    cli = None
+    with recording_signals():
         try:
-            cli = HadamardCLI(args=args, run=False)
-        finally:
-            sys.argv = argv
-        trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-        resolved = cli.parser.dump(cli.config, skip_none=False)
-        finished = _claim(run_dir, resolved)
-        if finished is not None:  # this very run completed before: nothing to do again
+            # The job's own sys.argv (submitit's entry point) is not for the CLI. A bad
+            # option raises (not argparse's SystemExit), so submitit records the failure
+            # at once instead of waiting for the scheduler to say the job ended.
+            argv, sys.argv = sys.argv, sys.argv[:1]
+            try:
+                cli = HadamardCLI(
+                    args=args, run=False, parser_kwargs={**PARSER_KWARGS, "exit_on_error": False}
+                )
+            finally:
+                sys.argv = argv
+            resolved = cli.parser.dump(cli.config, skip_none=False)
+            finished = _claim(run_dir, resolved)
+            if finished is not None:  # this very run completed before: nothing to do again
+                release_process_groups()
+                return finished
+            owns_folder = True
+            if rank_zero:
+                (run_dir / CONFIG_FILE).write_text(resolved)
+                _write_json_atomic(run_dir / RESULTS_FILE, results)
+            results.update({**_describe(cli), **(labels or {})})
+            results.update(_fit_and_test(cli, run_dir, test))
             release_process_groups()
-            return finished
-        owns_folder = True
-        if rank_zero:
-            (run_dir / CONFIG_FILE).write_text(resolved)
-            _write_json_atomic(run_dir / RESULTS_FILE, results)
-        # submitit owns requeueing (TrainingJob.checkpoint); two owners requeue twice.
-        # Lightning's signal handlers read the connector's environment (single-device
-        # strategies have no public one), so that is the one to switch off.
-        environment = trainer._accelerator_connector.cluster_environment
-        if isinstance(environment, SLURMEnvironment):
-            environment.auto_requeue = False
-        trainer.loggers = [_in_run_dir(logger, run_dir) for logger in trainer.loggers]
-        # Fixed, not per logger version: a requeued job must find the last checkpoint.
-        for callback in trainer.checkpoint_callbacks:
-            assert isinstance(callback, ModelCheckpoint)
-            callback.dirpath = str(run_dir / CHECKPOINT_DIR)
-        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-        results.update(_describe(cli))
-        results.update(labels or {})
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
-        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        best_score = getattr(trainer.checkpoint_callback, "best_model_score", None)
-        results["best_checkpoint"] = {
+            return results
+        except BaseException as error:
+            step = cli.trainer.global_step if cli is not None else None
+            results.update(ending(error, step))
+            raise
+        finally:
+            if rank_zero and owns_folder:
+                _write_json_atomic(run_dir / RESULTS_FILE, results)
+
+
+def _fit_and_test(cli: Any, run_dir: Path, test: bool) -> dict[str, Any]:
+    """Fit in ``run_dir`` (resuming its ``last.ckpt``), test the best checkpoint: the results."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from hadamard_lit.adapters import (
+        count_parameters,
+        count_trainable_parameters,
+        get_adapter_record,
+    )
+    from hadamard_lit.metrics import TEST_SCORE, VAL_SCORE
+
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    # submitit owns requeueing (TrainingJob.checkpoint); two owners requeue twice.
+    # Lightning's signal handlers read the connector's environment (single-device
+    # strategies have no public one), so that is the one to switch off.
+    environment = trainer._accelerator_connector.cluster_environment
+    if isinstance(environment, SLURMEnvironment):
+        environment.auto_requeue = False
+    trainer.loggers = [_in_run_dir(logger, run_dir) for logger in trainer.loggers]
+    # Fixed, not per logger version: a requeued job must find the last checkpoint.
+    for callback in trainer.checkpoint_callbacks:
+        assert isinstance(callback, ModelCheckpoint)
+        callback.dirpath = str(run_dir / CHECKPOINT_DIR)
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    best_score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    if test:
+        for row in trainer.test(model, datamodule=datamodule, ckpt_path=best):
+            metrics.update({k: _scalar(v) for k, v in row.items()})
+    adapted = next(m for m in model.modules() if get_adapter_record(m, required=False) is not None)
+    return {
+        "status": COMPLETED,
+        "best_checkpoint": {
             "path": best,
             "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
             "score": None if best_score is None else _scalar(best_score),
-        }
-        if test:
-            for row in trainer.test(model, datamodule=datamodule, ckpt_path=best):
-                metrics.update({k: _scalar(v) for k, v in row.items()})
-        adapted = next(
-            m for m in model.modules() if get_adapter_record(m, required=False) is not None
-        )
-        results.update(
-            status="completed",
-            metrics=metrics,
-            headline=TEST_SCORE if test else VAL_SCORE,
-            trainable_params=count_trainable_parameters(adapted),
-            total_params=count_parameters(adapted),
-            global_step=trainer.global_step,
-            world_size=trainer.world_size,
-        )
-        release_process_groups()
-        return results
-    except BaseException as error:
-        results.update(
-            status="failed",
-            error=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exc(),
-        )
-        raise
-    finally:
-        if rank_zero and owns_folder:
-            _write_json_atomic(run_dir / RESULTS_FILE, results)
+        },
+        "metrics": metrics,
+        "headline": TEST_SCORE if test else VAL_SCORE,
+        "trainable_params": count_trainable_parameters(adapted),
+        "total_params": count_parameters(adapted),
+        "global_step": trainer.global_step,
+        "world_size": trainer.world_size,
+    }
 
 
 def _claim(run_dir: Path, resolved: str) -> dict[str, Any] | None:
@@ -216,7 +234,30 @@ def _claim(run_dir: Path, resolved: str) -> dict[str, Any] | None:
         raise RunFolderInUse(folder_in_use(run_dir, records_in(run_dir), diffs, _HINT))
     if completed(run_dir):
         return json.loads((run_dir / RESULTS_FILE).read_text())
+    _check_not_running_elsewhere(run_dir)
     return None
+
+
+def _check_not_running_elsewhere(run_dir: Path) -> None:
+    """Refuse a folder that another live process is training in (its own requeued job,
+    the same SLURM job id, may go on)."""
+    from hadamard_lit.resume import RunFolderInUse
+    from hadamard_lit.run_status import observe, slurm_job_id
+
+    try:
+        previous = json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if observe(previous).get("status") != RUNNING:
+        return
+    job, pid = previous.get("slurm_job_id"), previous.get("pid")
+    if (job and job == slurm_job_id()) or (not job and pid == os.getpid()):
+        return
+    where = f"SLURM job {job}" if job else f"process {pid} on {previous.get('host')}"
+    raise RunFolderInUse(
+        f"{run_dir} is being trained by another run right now ({where}); two runs in one "
+        "folder would overwrite each other's checkpoints. Wait for it, or cancel it first"
+    )
 
 
 _HINT = "run the same config again to resume it"
@@ -263,6 +304,9 @@ def _describe(cli: Any) -> dict[str, Any]:
 class TrainingJob(submitit.helpers.Checkpointable):
     """:func:`run` as a submitit job that requeues itself on timeout or preemption.
 
+    submitit's requeue signal is USR2; USR1 (Lightning's) requeues the same way. The run's
+    ``results.json`` reads ``requeued`` until the job runs again (:mod:`job_signals`).
+
     Args:
         distributed: passed to :func:`run` for multi-process tasks.
     """
@@ -273,4 +317,10 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __call__(
         self, args: Sequence[str], run_dir: str, labels: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        return run(list(args), run_dir, distributed=self.distributed, labels=labels)
+        with usr1_requeues_like_usr2():
+            return run(list(args), run_dir, distributed=self.distributed, labels=labels)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """submitit's requeue hook (on its signal): the same call again, which resumes."""
+        note_requeue()
+        return super().checkpoint(*args, **kwargs)

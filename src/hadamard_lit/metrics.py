@@ -67,13 +67,17 @@ def score_key(stage: str) -> str:
 #: What checkpoints and plateau schedules monitor, and a sweep compares.
 VAL_SCORE = score_key("val")
 TEST_SCORE = score_key("test")
+#: The name :class:`MajorityBaseline` is logged under (``val/majority``, ``test/majority``).
+MAJORITY = "majority"
 
 __all__ = [
     "AVERAGE_METRIC",
+    "MAJORITY",
     "SCORE",
     "TEST_SCORE",
     "VAL_SCORE",
     "GroupExactMatch",
+    "MajorityBaseline",
     "MathExactMatch",
     "TaskMetrics",
     "build_task_metrics",
@@ -154,6 +158,45 @@ class MathExactMatch(Metric):
 
     def compute(self) -> Tensor:
         return self.correct.float() / self.total.clamp(min=1)
+
+
+class MajorityBaseline(Metric):
+    """The task's headline score of always predicting the most frequent label of the rows
+    evaluated: the line a method has to clear (accuracy: the majority's share; MCC: 0).
+
+    Logged as ``<stage>/majority`` beside the task's metrics (classification tasks; a
+    constant has no correlation with STS-B's scores). Ties go to the lower label id.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    target: list[Tensor]
+    group: list[Tensor]
+
+    def __init__(self, spec: TaskSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("group", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor, group: Tensor | None = None) -> None:
+        self.target.append(target.reshape(-1).long())
+        self.group.append((group if group is not None else torch.full_like(target, -1)).reshape(-1))
+
+    def compute(self) -> Tensor:
+        target, group = dim_zero_cat(self.target), dim_zero_cat(self.group)
+        if target.numel() == 0:
+            return torch.tensor(0.0, device=self.device)
+        counts = torch.bincount(target, minlength=self.spec.num_labels)
+        constant = torch.full_like(target, int(counts.argmax()))
+        scores = build_task_metrics(self.spec, baseline=False).to(target.device)
+        if "exact_match" in self.spec.metric_names:  # MultiRC: scored per question
+            scores.update(constant, target, group=group)
+        else:
+            scores.update(constant, target)
+        return torch.as_tensor(scores.compute()[self.spec.headline_metric]).float()
 
 
 class TaskMetrics(MetricCollection):
@@ -278,8 +321,11 @@ def _make_metric(name: str, spec: TaskSpec) -> Metric:
     raise ValueError(f"task {spec.name!r}: no metric called {name!r}")
 
 
-def build_task_metrics(task: str | TaskSpec) -> TaskMetrics:
+def build_task_metrics(task: str | TaskSpec, baseline: bool = True) -> TaskMetrics:
     """The metric collection of ``task`` (a name or a :class:`TaskSpec`).
+
+    Args:
+        baseline: add ``majority`` (:class:`MajorityBaseline`) for classification tasks.
 
     Raises:
         ValueError: an unknown task name.
@@ -288,6 +334,8 @@ def build_task_metrics(task: str | TaskSpec) -> TaskMetrics:
     metrics: dict[str, Metric | MetricCollection] = {
         name: _make_metric(name, spec) for name in spec.metric_names
     }
+    if baseline and spec.num_labels > 1:
+        metrics[MAJORITY] = MajorityBaseline(spec)
     average_of = spec.metric_names if len(spec.metric_names) > 1 else ()
     return TaskMetrics(
         metrics, num_labels=spec.num_labels, label_range=spec.label_range, average_of=average_of

@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from hadamard_lit.sweep import Sweep, load_sweep
+from hadamard_lit.sweep import GridPoint, Sweep, load_sweep
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
 #: What each array task asks the scheduler for: (flag, type, default, help).
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hadamard_lit submit",
         description="Submit a sweep (grid of tasks × seeds × methods × any config key) as one job array.",
+        epilog="Any other --key value (as fit takes it, e.g. --trainer.max_steps 60) is applied "
+        "to every grid point. Every point's config is checked before anything is submitted.",
+        allow_abbrev=False,  # an override such as --time_limit must not pass for --time
     )
     p.add_argument(
         "--config", required=True, action="append", help="run config(s), stacked in order"
@@ -124,17 +128,65 @@ def _sbatch_preview(executor: Any, array_size: int) -> str:
     return _make_sbatch_string(command=inner._submitit_command_str, folder=inner.folder, **params)
 
 
-def _print_grid(sweep: Sweep, run_dirs: list[Path], skipped: set[str]) -> None:
-    print(f"Sweep {sweep.name!r}: {len(sweep.points)} grid points")
+def _print_grid(
+    sweep: Sweep, run_dirs: list[Path], skipped: set[str], overrides: list[str]
+) -> None:
+    print(f"Sweep {sweep.name!r}: {len(sweep.points)} grid points (every config checked)")
     for point, run_dir in zip(sweep.points, run_dirs, strict=True):
         note = "  (completed, skipped)" if point.name in skipped else ""
         print(f"  {run_dir}{note}")
-        print(f"      {' '.join(point.cli_args())}")
+        print(f"      {' '.join(point.cli_args(overrides))}")
+
+
+def config_overrides(extra: list[str], sweep: Sweep) -> list[str]:
+    """``submit``'s arguments that are not its own: config overrides for every point.
+
+    Raises:
+        SystemExit: an argument that is not a ``--key [value]`` pair, or a key that is also
+            one of the sweep's axes (it would be set twice).
+    """
+    if extra and not extra[0].startswith("--"):
+        raise SystemExit(
+            f"error: unexpected argument {extra[0]!r} (config overrides are --key value)"
+        )
+    axes = {key for point in sweep.points for key in point.overrides}
+    for item in extra:
+        key = item[2:].split("=", 1)[0] if item.startswith("--") else None
+        if key in axes:
+            raise SystemExit(
+                f"error: --{key} is also set by the sweep (an axis or per_task key); set it in "
+                "one place"
+            )
+    return extra
+
+
+def check_points(base_args: list[str], points: list[GridPoint], extra: list[str]) -> None:
+    """Parse every point's config as ``fit`` would (no weights are loaded).
+
+    Raises:
+        SystemExit: naming every point that ``fit`` would refuse, and why; nothing is
+            submitted then.
+    """
+    from hadamard_lit.config_check import ConfigChecker, ConfigError
+
+    checker = ConfigChecker()
+    bad = []
+    for point in points:
+        try:
+            checker.check(base_args + point.cli_args(extra))
+        except ConfigError as error:
+            bad.append(f"  {point.name}:\n    " + str(error).replace("\n", "\n    "))
+    if bad:
+        raise SystemExit(
+            f"error: {len(bad)} of {len(points)} grid point(s) have a config that fit would "
+            "refuse; nothing was submitted.\n" + "\n".join(bad)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
     sweep = load_sweep(args.sweep)
+    overrides = config_overrides(extra, sweep)
     for config in args.config:
         if not Path(config).is_file():
             raise SystemExit(f"Run config {config!r} does not exist")
@@ -153,16 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(skipped)} run(s) in {sweep_dir} already finished (e.g. {sorted(skipped)[0]}); "
             "pass --resume to submit only the rest, or choose another --output_dir"
         )
+    todo = [(p, d) for p, d in zip(sweep.points, run_dirs, strict=True) if p.name not in skipped]
+    base_args = [a for config in args.config for a in ("--config", str(Path(config).resolve()))]
+    check_points(base_args, [p for p, _ in todo], overrides)
     executor = _executor(args, sweep_dir)
     if args.dry_run:
-        _print_grid(sweep, run_dirs, skipped)
-        count = len(sweep.points) - len(skipped)
+        _print_grid(sweep, run_dirs, skipped, overrides)
+        count = len(todo)
         print(f"\nsbatch script for {count} array task(s):\n" + _sbatch_preview(executor, count))
         return 0
 
-    todo = [(p, d) for p, d in zip(sweep.points, run_dirs, strict=True) if p.name not in skipped]
-    base_args = [a for config in args.config for a in ("--config", str(Path(config).resolve()))]
-    job_args = [base_args + p.cli_args() for p, _ in todo]
+    job_args = [base_args + p.cli_args(overrides) for p, _ in todo]
     dirs = [str(d.resolve()) for _, d in todo]
     distributed = (
         {"devices": args.tasks_per_node, "num_nodes": args.nodes}
@@ -174,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest: dict[str, Any] = {
         "sweep": sweep.name,
         "array_job_id": jobs[0].job_id.split("_")[0] if jobs else None,
+        "overrides": overrides,
         "runs": [
             {"run_dir": d, "job_id": j.job_id, "values": p.values}
             for (p, _), d, j in zip(todo, dirs, jobs, strict=True)
@@ -181,64 +235,110 @@ def main(argv: list[str] | None = None) -> int:
     }
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "submitted.json").write_text(json.dumps(manifest, indent=2))
-    print(f"Submitted {len(jobs)} array task(s) as job {manifest['array_job_id']} → {sweep_dir}")
+    if len(jobs) == 1 and "_" not in jobs[0].job_id:
+        how = (
+            f"as job {jobs[0].job_id} (one grid point: SLURM runs it as a plain job, not an array)"
+        )
+    else:
+        how = f"as job array {manifest['array_job_id']}"
+    print(f"Submitted {len(jobs)} task(s) {how}")
+    print(f"Sweep folder: {sweep_dir}")
     if not args.wait:
         return 0
     return wait_and_summarise(jobs, dirs, sweep_dir)
 
 
-def _failure_reason(run_dir: Path, error: Exception) -> str:
-    """The run's own error (from results.json) or, if it died before writing one, submitit's."""
+#: How many of a failed task's own last error lines the client prints.
+ERROR_LINES = 8
+
+
+def _log_tail(path: Path, lines: int = ERROR_LINES) -> list[str]:
+    """The last lines of a task's log that say what went wrong (not srun's summary)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    kept = [line for line in text if line.strip() and not line.startswith("srun: error:")]
+    return kept[-lines:]
+
+
+def failure_report(run_dir: Path, job: Any, error: BaseException | None) -> dict[str, Any]:
+    """What the client says about a task that did not complete: its status, its own last
+    error lines, and where its log is."""
     from hadamard_lit.launch import RESULTS_FILE
+    from hadamard_lit.run_status import observe
 
     try:
-        recorded = json.loads((run_dir / RESULTS_FILE).read_text()).get("error")
+        recorded = observe(json.loads((run_dir / RESULTS_FILE).read_text()))
     except (OSError, json.JSONDecodeError):
-        recorded = None
-    if recorded:
-        return str(recorded)
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or [type(error).__name__])[-1]
+        recorded = {}
+    log = Path(str(job.paths.stderr)) if getattr(job, "paths", None) is not None else None
+    if recorded.get("error"):
+        lines = str(recorded["error"]).splitlines()[:ERROR_LINES]
+    elif log is not None and _log_tail(log):
+        lines = _log_tail(log)
+    else:
+        lines = [f"{type(error).__name__}: {error}" if error is not None else "no error recorded"]
+    return {
+        "status": recorded.get("status", "no results.json"),
+        "error": "\n".join(lines),
+        "log": None if log is None else str(log),
+    }
 
 
-def wait_and_summarise(jobs: list[Any], run_dirs: list[str], sweep_dir: Path) -> int:
-    """Wait for every job; print and save which finished and which failed (with why)."""
-    rows = []
-    for job, run_dir in zip(jobs, run_dirs, strict=True):
-        try:
-            result = job.results()[0]  # one per process; rank 0's has the metrics
-            rows.append(
-                {
-                    "run_dir": run_dir,
-                    "job_id": job.job_id,
-                    "state": "COMPLETED",
-                    "score": (result or {})
-                    .get("metrics", {})
-                    .get((result or {}).get("headline", "")),
-                }
-            )
-        except Exception as error:  # a failed task is reported; the others carry on
-            rows.append(
-                {
-                    "run_dir": run_dir,
-                    "job_id": job.job_id,
-                    "state": "FAILED",
-                    "error": _failure_reason(Path(run_dir), error),
-                }
-            )
-    (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2))
-    failed = [r for r in rows if r["state"] != "COMPLETED"]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} task(s) completed")
+def _collect(job: Any, run_dir: str) -> dict[str, Any]:
+    """The summary row of a finished job."""
+    row: dict[str, Any] = {"run_dir": run_dir, "job_id": job.job_id}
+    try:
+        result = job.results()[0]  # one per process; rank 0's has the metrics
+    except Exception as error:  # a failed task is reported; the others carry on
+        return {**row, "state": "FAILED", **failure_report(Path(run_dir), job, error)}
+    metrics = (result or {}).get("metrics", {})
+    return {**row, "state": "COMPLETED", "score": metrics.get((result or {}).get("headline", ""))}
+
+
+def _say(row: dict[str, Any], done: int, total: int) -> None:
+    name = Path(row["run_dir"]).name
+    if row["state"] == "COMPLETED":
+        score = row.get("score")
+        shown = f"score {100 * score:.2f}" if isinstance(score, float) else "no score"
+        print(f"[{done}/{total}] completed {name} ({shown})", flush=True)
+        return
+    print(f"[{done}/{total}] FAILED {row['job_id']} {name} ({row['status']}):", flush=True)
+    for line in [*row["error"].splitlines(), *([f"log: {row['log']}"] if row["log"] else [])]:
+        print(f"    {line}", flush=True)
+
+
+def wait_and_summarise(
+    jobs: list[Any], run_dirs: list[str], sweep_dir: Path, poll_s: float = 2.0
+) -> int:
+    """Wait for every job, saying each one's end as it happens (a failed task with its
+    error lines and log, at once); then the summary and the report table."""
+    pending = dict(enumerate(zip(jobs, run_dirs, strict=True)))
+    rows: dict[int, dict[str, Any]] = {}
+    while pending:
+        for index, (job, run_dir) in list(pending.items()):
+            if job.done():
+                del pending[index]
+                rows[index] = _collect(job, run_dir)
+                _say(rows[index], len(rows), len(jobs))
+        if pending:
+            time.sleep(poll_s)
+    ordered = [rows[i] for i in sorted(rows)]
+    (sweep_dir / "summary.json").write_text(json.dumps(ordered, indent=2))
+    failed = [r for r in ordered if r["state"] != "COMPLETED"]
+    print(f"\n{len(ordered) - len(failed)} of {len(ordered)} task(s) completed")
     for row in failed:
-        print(f"  FAILED {row['job_id']} {row['run_dir']}: {row['error']}")
-    done = [r["run_dir"] for r in rows if r["state"] == "COMPLETED"]
-    if done:
+        first = row["error"].splitlines()[0] if row["error"] else row["status"]
+        print(f"  FAILED {row['job_id']} {row['run_dir']}: {first}")
+    if len(failed) < len(ordered):  # the table of what completed, failures marked
         from hadamard_lit.report import report
 
-        table, paths = report(done, output_dir=sweep_dir)
+        existing = [r["run_dir"] for r in ordered if Path(r["run_dir"]).is_dir()]
+        table, paths = report(existing, output_dir=sweep_dir)
         print("\n" + table.markdown())
         print(f"\nReport: {paths['markdown']}, {paths['csv']}, {paths['plot']}")
+    print(f"Sweep folder: {sweep_dir}")
     return 1 if failed else 0
 
 

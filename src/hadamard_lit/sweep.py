@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,13 @@ class GridPoint:
         parts = [f"{_short(axis)}={value}" for axis, value in self.values.items()]
         return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts)) or "run"
 
-    def cli_args(self) -> list[str]:
-        """The arguments after ``--config RUN.yaml`` that make this point."""
+    def cli_args(self, extra: Sequence[str] = ()) -> list[str]:
+        """The arguments after ``--config RUN.yaml`` that make this point: its configs,
+        then ``extra`` (``submit``'s overrides for every point), then its own values."""
         args: list[str] = []
         for config in self.configs:
             args += ["--config", config]
+        args += extra
         for key, value in self.overrides.items():
             args.append(f"--{key}={_yaml_scalar(value)}")
         return args

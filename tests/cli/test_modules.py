@@ -6,6 +6,8 @@ the end-to-end runs on real data are in ``test_cli.py``.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,19 @@ def test_export_is_a_plain_model_with_the_same_outputs(minilm: str, tmp_path: Pa
         got = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert (out / "tokenizer.json").is_file()
+
+
+def test_export_is_readable_by_others_as_the_umask_allows(minilm: str, tmp_path: Path) -> None:
+    module = _classifier(minilm)
+    previous = os.umask(0o022)  # the usual umask: others may read, not write
+    try:
+        out = module.export_pretrained(tmp_path / "export")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # mkdtemp alone gives 0o700
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"config.json", "model.safetensors"}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
 
 
 def test_export_refuses_non_empty_dir_and_is_atomic(

@@ -177,15 +177,19 @@ def test_sweep_of_four_runs_is_one_array_and_reports(cluster: str, tmp_path: Pat
     sweep = sweep_file(
         tmp_path, {"task": ["rte", "sst2"], "method": {"adadhp": str(adadhp), "lora": str(lora)}}
     )
-    args = submit_args(cluster, tmp_path, run_config(tmp_path), sweep)
+    # --trainer.max_steps: an override for every point, as fit takes it (1 epoch is 4 steps).
+    args = submit_args(cluster, tmp_path, run_config(tmp_path), sweep, "--trainer.max_steps", "3")
 
     assert submit.main([*args, "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    assert "4 grid points" in dry
+    assert "4 grid points (every config checked)" in dry
+    assert dry.count("--trainer.max_steps 3") == 4
     if cluster == "slurm":
         assert "#SBATCH --array=0-3%4" in dry and "#SBATCH --cpus-per-task=1" in dry
 
     assert submit.main([*args, "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "Submitted 4 task(s) as job array" in out
     sweep_dir = tmp_path / "runs" / "sweep"
     manifest = json.loads((sweep_dir / "submitted.json").read_text())
     run_dirs = [Path(r["run_dir"]) for r in manifest["runs"]]
@@ -195,9 +199,10 @@ def test_sweep_of_four_runs_is_one_array_and_reports(cluster: str, tmp_path: Pat
     for run_dir in run_dirs:
         results = json.loads((run_dir / RESULTS_FILE).read_text())
         assert results["status"] == "completed", results.get("error")
-        assert (run_dir / "config.yaml").is_file() and (
-            run_dir / "checkpoints" / "last.ckpt"
-        ).is_file()
+        assert results["global_step"] == 3
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["trainer"]["max_steps"] == 3
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     table, paths = report([sweep_dir])
     assert set(table.methods) == {"adadhp", "lora"} and set(table.tasks) == {"rte", "sst2"}
     assert paths["markdown"].read_text().startswith("| method | trainable % | ")
@@ -207,22 +212,31 @@ def test_sweep_of_four_runs_is_one_array_and_reports(cluster: str, tmp_path: Pat
         submit.main(args)
 
 
-def test_failed_task_is_reported_and_others_finish(cluster: str, tmp_path: Path, capsys) -> None:
-    sweep = sweep_file(tmp_path, {"task": ["rte", "no_such_task"]})
+def test_failed_task_is_reported_at_once_with_its_error_and_log(
+    cluster: str, tmp_path: Path, capsys
+) -> None:
+    # lr -1 passes the submit-time check (a float) and fails in the job, building AdamW.
+    sweep = sweep_file(tmp_path, {"model.init_args.optimizer.init_args.lr": [0.03, -1.0]})
+    config = run_config(tmp_path, slow=0.5)  # the good task takes a while
     started = time.monotonic()
-    code = submit.main([*submit_args(cluster, tmp_path, run_config(tmp_path), sweep), "--wait"])
+    code = submit.main([*submit_args(cluster, tmp_path, config, sweep), "--wait"])
     assert code == 1
     assert time.monotonic() - started < 300
+    out = capsys.readouterr().out
+    failed_line = next(line for line in out.splitlines() if "FAILED" in line)
+    assert "lr=-1.0" in failed_line
+    assert "Invalid learning rate: -1.0" in out
+    log = next(line.split("log: ", 1)[1] for line in out.splitlines() if "log: " in line)
+    assert Path(log).is_file() and "Invalid learning rate" in Path(log).read_text()
+    # Said as soon as it happened, not after the good task (or an accounting poll).
+    assert out.index(failed_line) < out.index("completed lr=0.03")
     summary = json.loads((tmp_path / "runs" / "sweep" / "summary.json").read_text())
     states = {Path(r["run_dir"]).name: r for r in summary}
-    assert states["task=rte"]["state"] == "COMPLETED"
-    assert states["task=no_such_task"]["state"] == "FAILED"
-    assert "no_such_task" in states["task=no_such_task"]["error"]
-    failed = json.loads(
-        (tmp_path / "runs" / "sweep" / "task=no_such_task" / RESULTS_FILE).read_text()
-    )
-    assert failed["status"] == "failed" and "no_such_task" in failed["error"]
-    assert "FAILED" in capsys.readouterr().out
+    assert states["lr=0.03"]["state"] == "COMPLETED"
+    assert states["lr=-1.0"]["state"] == "FAILED"
+    assert "Invalid learning rate" in states["lr=-1.0"]["error"]
+    failed = json.loads((tmp_path / "runs" / "sweep" / "lr=-1.0" / RESULTS_FILE).read_text())
+    assert failed["status"] == "failed" and "Invalid learning rate" in failed["error"]
 
 
 def test_job_that_dies_without_a_result_does_not_hang_the_client(
@@ -256,17 +270,20 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def _start_when_requeued(job_id: str, timeout: float = 120) -> None:
-    """SLURM holds a requeued job for a while (reason BeginTime); start it now instead."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True
-        ).stdout.strip()
-        if state.startswith("PENDING") and "BeginTime" in state:
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
-            return
-        time.sleep(0.5)
+def _slurm_state(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _wait_until_held(job_id: str, timeout: float = 120) -> None:
+    """SLURM holds a requeued job pending for a while (reason BeginTime)."""
+    _wait_for(lambda: _slurm_state(job_id).startswith("PENDING"), timeout, f"{job_id} pending")
+
+
+def _start_now(job_id: str) -> None:
+    """Start a held, requeued job now instead of in ~2 minutes."""
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
 
 
 def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
@@ -292,7 +309,10 @@ def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
         or json.loads((interrupted_dir / RESULTS_FILE).read_text())["status"] == "running"
     )
     interrupted._interrupt(timeout=False)  # scancel --signal SIGTERM, then USR2
-    _start_when_requeued(interrupted.job_id)
+    _wait_until_held(interrupted.job_id)
+    held = json.loads((interrupted_dir / RESULTS_FILE).read_text())
+    assert held["status"] == "requeued", held  # not "failed" while SLURM holds it
+    _start_now(interrupted.job_id)
 
     interrupted.result()
     straight.result()
@@ -308,13 +328,63 @@ def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
         torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6)
 
 
+def test_requeued_and_usr1_tasks_read_requeued_while_held_and_completed_after(
+    cluster: str, tmp_path: Path
+) -> None:
+    """``scontrol requeue`` (SIGTERM, then SLURM requeues) and USR1 (Lightning's signal,
+    which submit handles as submitit's USR2): neither may read ``failed`` or ``running``
+    while SLURM holds the task, and both complete once it runs again."""
+    slurm_only(cluster)
+    import submitit
+
+    from hadamard_lit.report import find_results
+
+    config = run_config(tmp_path, epochs=4, slow=0.3)
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
+    executor.update_parameters(timeout_min=15, cpus_per_task=1, mem_gb=4)
+    dirs = {"requeue": tmp_path / "requeue", "usr1": tmp_path / "usr1"}
+    jobs = {
+        name: executor.submit(TrainingJob(), ["--config", str(config)], str(folder))
+        for name, folder in dirs.items()
+    }
+    for folder in dirs.values():
+        _wait_for(lambda f=folder: (f / "checkpoints" / "last.ckpt").is_file(), 240, "a checkpoint")
+    subprocess.run(["scontrol", "requeue", jobs["requeue"].job_id], check=True)
+    subprocess.run(["scancel", "--signal=USR1", jobs["usr1"].job_id], check=True)
+    for name, job in jobs.items():
+        _wait_until_held(job.job_id)
+        _wait_for(
+            lambda f=dirs[name]: json.loads((f / RESULTS_FILE).read_text())["status"] != "running",
+            30,
+            "the record of the interrupted attempt",
+        )
+        held = json.loads((dirs[name] / RESULTS_FILE).read_text())
+        assert held["status"] == "requeued", (name, held)
+        assert "resumes from checkpoints/last.ckpt" in held["error"]
+    assert (
+        "requeued by SLURM (SIGTERM"
+        in json.loads((dirs["requeue"] / RESULTS_FILE).read_text())["error"]
+    )
+    usr1 = json.loads((dirs["usr1"] / RESULTS_FILE).read_text())["error"]
+    assert usr1.startswith("requeued by signal USR1 at step"), usr1
+    # What report sees meanwhile: not finished, not failed.
+    statuses = {Path(d).name: r["status"] for d, r in find_results(list(dirs.values()))}
+    assert statuses == {"requeue": "requeued", "usr1": "requeued"}
+    for job in jobs.values():
+        _start_now(job.job_id)
+    for name, job in jobs.items():
+        job.result()
+        done = json.loads((dirs[name] / RESULTS_FILE).read_text())
+        assert done["status"] == "completed" and done["global_step"] == 4 * 4, (name, done)
+
+
 def _node_cpus() -> int:
     out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout
     return max((int(n) for n in out.split() if n.isdigit()), default=0)
 
 
 @pytest.mark.timeout(420)
-def test_two_process_ddp_job(cluster: str, tmp_path: Path) -> None:
+def test_two_process_ddp_job(cluster: str, tmp_path: Path, capsys) -> None:
     slurm_only(cluster)
     if _node_cpus() < 2:
         pytest.skip(f"needs a SLURM node with 2 CPUs; this cluster's has {_node_cpus()}")
@@ -324,6 +394,7 @@ def test_two_process_ddp_job(cluster: str, tmp_path: Path) -> None:
         [*submit_args(cluster, tmp_path, config, sweep), "--tasks_per_node", "2", "--wait"]
     )
     assert code == 0
+    assert "one grid point: SLURM runs it as a plain job, not an array" in capsys.readouterr().out
     results = json.loads((tmp_path / "runs" / "ddp" / "seed=0" / RESULTS_FILE).read_text())
     assert results["status"] == "completed"
     assert results["world_size"] == 2

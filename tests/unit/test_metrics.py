@@ -12,6 +12,7 @@ import torch
 
 from hadamard_lit.data.tasks import AVERAGE_METRIC, TASKS, get_task
 from hadamard_lit.metrics import (
+    MAJORITY,
     GroupExactMatch,
     MathExactMatch,
     build_task_metrics,
@@ -74,7 +75,8 @@ def compute(
 def test_every_task_builds_its_metrics_and_headline() -> None:
     for name, spec in TASKS.items():
         metrics = build_task_metrics(spec)
-        assert set(metrics.keys()) == set(spec.metric_names)
+        baseline = set() if spec.is_regression else {MAJORITY}
+        assert set(metrics.keys()) == set(spec.metric_names) | baseline
         assert headline_metric(name) == spec.headline_metric
         n = spec.num_labels if not spec.is_regression else 1
         preds = torch.rand(6) * 5 if spec.is_regression else torch.arange(6) % n
@@ -168,7 +170,7 @@ def test_unparseable_stsb_is_maximally_wrong() -> None:
 def test_prefixed_clone_and_forward() -> None:
     metrics = build_task_metrics("mrpc").clone(prefix="val/")
     batch = metrics(torch.tensor([1, 0]), torch.tensor([1, 1]))
-    assert set(batch) == {"val/accuracy", "val/f1", f"val/{AVERAGE_METRIC}"}
+    assert set(batch) == {"val/accuracy", "val/f1", f"val/{AVERAGE_METRIC}", f"val/{MAJORITY}"}
     metrics.update(torch.tensor([1, 1]), torch.tensor([1, 1]))
     assert float(metrics.compute()["val/accuracy"]) == pytest.approx(3 / 4)
     metrics.reset()
@@ -184,3 +186,31 @@ def test_math_exact_match() -> None:
     assert float(metric.compute()) == pytest.approx(3 / 5)
     with pytest.raises(ValueError, match="predictions"):
         metric.update(["1"], [])
+
+
+@pytest.mark.parametrize(
+    "task,target,expected",
+    [
+        ("sst2", [1, 1, 0, 1], 0.75),  # the majority's share
+        ("rte", [0, 1, 1, 0], 0.5),  # a tie goes to label 0: still half right
+        ("cola", [1, 1, 0, 1], 0.0),  # a constant has no correlation (GLUE's MCC: 0)
+        ("mrpc", [1, 1, 0, 1], (0.75 + 6 / 7) / 2),  # accuracy and F1 of "equivalent"
+        ("mnli", [0, 1, 2, 2], 0.5),
+    ],
+)
+def test_majority_baseline_is_the_score_of_the_most_frequent_label(
+    task: str, target: list[int], expected: float
+) -> None:
+    metrics = build_task_metrics(task)
+    labels = torch.tensor(target)
+    metrics.update(labels, labels)  # perfect predictions: the baseline ignores them
+    assert float(metrics.compute()[MAJORITY]) == pytest.approx(expected)
+    assert MAJORITY not in build_task_metrics("stsb")
+
+
+def test_majority_baseline_scores_multirc_per_question() -> None:
+    metrics = build_task_metrics("multirc")
+    target = torch.tensor([0, 0, 1, 0, 0, 0])  # question 1 has a true option: all-0 misses it
+    metrics.update(target, target, group=torch.tensor([0, 0, 1, 1, 2, 2]))
+    # all-"false": F1a 0 (no positive predicted), exact match 2 of 3 questions.
+    assert float(metrics.compute()[MAJORITY]) == pytest.approx((0.0 + 2 / 3) / 2)

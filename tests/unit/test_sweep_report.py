@@ -129,3 +129,20 @@ def test_report_without_results(tmp_path: Path) -> None:
         report([tmp_path])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report([tmp_path / "nope"])
+
+
+def test_report_rows_keep_sweep_axes_apart_and_average_only_seeds(tmp_path: Path) -> None:
+    """A sweep over lr as well as seeds: each lr is a row, a cell averages its seeds only."""
+    for lr, scores in ((1e-3, (0.70, 0.72)), (1e-2, (0.80, 0.84))):
+        for seed, score in enumerate(scores):
+            folder = tmp_path / f"lr={lr},seed={seed}"
+            labels = {"method": "lora", "lr": lr, "seed": seed}
+            record = {
+                **labels, "labels": labels, "task": "rte", "status": "completed",
+                "headline": "test/score", "metrics": {"test/score": score},
+            }  # fmt: skip
+            write(folder / "results.json", record)
+    table = build_table(find_results([tmp_path]))
+    assert sorted(table.methods) == ["lora lr=0.001", "lora lr=0.01"]
+    assert table.cells[("lora lr=0.01", "rte")].mean == pytest.approx(82.0)
+    assert len(table.cells[("lora lr=0.001", "rte")].scores) == 2
