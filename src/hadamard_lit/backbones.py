@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,11 +220,34 @@ def save_pretrained_atomic(
     tokenizer: PreTrainedTokenizerBase | None,
     output_dir: str | os.PathLike[str],
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """``save_pretrained`` model and tokenizer into ``output_dir``, all or nothing.
 
-    Everything is written to a temporary sibling folder that is renamed into place at the
-    end, so a failure leaves no half-written model behind.
+    ``extra(folder)`` writes more into the folder before it is moved into place (a model
+    card, adapter files). See :func:`write_folder_atomic`.
+
+    Raises:
+        FileExistsError: ``output_dir`` exists and is not empty, and ``overwrite`` is False.
+    """
+
+    def write(folder: Path) -> None:
+        plain_copy(model).save_pretrained(folder)  # type: ignore[operator]
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        if extra is not None:
+            extra(folder)
+
+    return write_folder_atomic(output_dir, write, overwrite)
+
+
+def write_folder_atomic(
+    output_dir: str | os.PathLike[str], write: Callable[[Path], None], overwrite: bool = False
+) -> Path:
+    """Run ``write(folder)`` on a temporary sibling folder, then rename it to ``output_dir``.
+
+    A failure leaves no half-written folder behind (and an old one untouched); the files
+    get the user's umask (:func:`permit_as_umask`).
 
     Raises:
         FileExistsError: ``output_dir`` exists and is not empty, and ``overwrite`` is False.
@@ -234,9 +257,7 @@ def save_pretrained_atomic(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        plain_copy(model).save_pretrained(staging)  # type: ignore[operator]
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
+        write(staging)
         permit_as_umask(staging)
         if target.exists():
             # Move the old folder aside first: rename cannot replace a non-empty folder.

@@ -21,6 +21,7 @@ resume from), the resolved config saved next to the logs.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from hadamard_lit import __version__
@@ -36,6 +38,9 @@ from hadamard_lit.backbones import check_output_dir
 from hadamard_lit.callbacks import DivergenceGuard, PredictionWriter, SelectionAwareCheckpoint
 from hadamard_lit.callbacks.divergence import TrainingDiverged
 from hadamard_lit.cli_parser import HadamardArgumentParser
+from hadamard_lit.interop.adapter_folders import ExportFormat
+from hadamard_lit.interop.model_card import selection_from_checkpoint
+from hadamard_lit.interop.peft_format import AdapterFormatError
 from hadamard_lit.metrics import VAL_SCORE
 from hadamard_lit.modules.base import AdapterModule
 from hadamard_lit.parallel.checkpoints import check_checkpoint_file, non_finite, read_checkpoint
@@ -71,7 +76,29 @@ CHECKPOINT_DEFAULTS = {
 
 
 class HadamardTrainer(Trainer):
-    """Lightning's ``Trainer`` with one more entry point, ``export`` (a CLI subcommand)."""
+    """Lightning's ``Trainer`` with one more entry point, ``export`` (a CLI subcommand), and a
+    run folder of its own under every logger."""
+
+    @property
+    def log_dir(self) -> str | None:
+        """The run's own folder (config, checkpoints, pictures, predictions).
+
+        Lightning's is the logger's ``save_dir`` for loggers other than CSV and
+        TensorBoard: one folder for every run (MLflow's, W&B's), or none at all (MLflow
+        with a database). Here it is where Lightning puts that run's checkpoints anyway:
+        ``<save_dir or default_root_dir>/<logger name>/<version>``.
+        """
+        logger = self.loggers[0] if self.loggers else None
+        if logger is None or isinstance(logger, (CSVLogger, TensorBoardLogger)):
+            return super().log_dir
+        if self.is_global_zero:
+            version = logger.version
+            version = version if isinstance(version, str) else f"version_{version}"
+            root = logger.save_dir or self.default_root_dir
+            folder: str | None = os.path.join(root, str(logger.name), version)
+        else:
+            folder = None
+        return self.strategy.broadcast(folder)
 
     def export(
         self,
@@ -82,8 +109,11 @@ class HadamardTrainer(Trainer):
         output_dir: str,
         overwrite: bool = False,
         weights_only: bool | None = None,
+        format: ExportFormat = "merged",
+        with_adapter: bool = False,
     ) -> Path:
-        """Merge a trained adapter into its backbone and save a standard transformers model.
+        """Save a trained adapter with a model card: merged into its backbone (a standard
+        transformers model), or as a peft adapter folder.
 
         Args:
             model: the module the run config describes (rebuilt, not trained).
@@ -95,6 +125,14 @@ class HadamardTrainer(Trainer):
             overwrite: replace a non-empty ``output_dir``.
             weights_only: ``torch.load``'s; ``None`` is its default, ``True`` (so a fit
                 run's saved config works here unchanged).
+            format: ``merged`` (default), or ``peft`` (LoRA, (IA)3, HUT: a folder for
+                ``PeftModel.from_pretrained``; the other methods are refused by name).
+            with_adapter: with ``merged``, also the adapter alone in ``adapter/``
+                (safetensors; peft's format where peft has the method).
+
+        The model card (``README.md``) takes the run's metrics and config from the run
+        folder the checkpoint is in (``RUN/checkpoints/x.ckpt``), and AdaDHP's selection
+        result from the checkpoint.
         """
         if not isinstance(model, AdapterModule):
             raise TypeError(f"export needs an AdapterModule, got {type(model).__name__}")
@@ -112,12 +150,31 @@ class HadamardTrainer(Trainer):
                 "that diverged: export an earlier checkpoint"
             )
         model.load_state_dict(checkpoint["state_dict"])
-        path = model.export_pretrained(output_dir, overwrite=overwrite)
+        path = model.export_pretrained(
+            output_dir,
+            overwrite=overwrite,
+            format=format,
+            with_adapter=with_adapter,
+            selection=selection_from_checkpoint(checkpoint),
+            run_dir=run_folder_of(ckpt_path),
+            checkpoint=Path(ckpt_path).name,
+        )
         if self.is_global_zero:
+            how = "as a peft adapter" if format == "peft" else "merged"
             print(
-                f"Exported {type(model.model).__name__} with {model.adapter.name} merged to {path}"
+                f"Exported {type(model.model).__name__} with {model.adapter.name} {how} to {path}"
             )
         return path
+
+
+def run_folder_of(ckpt_path: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``RUN/checkpoints/last.ckpt`` -> ``RUN``),
+    if it has the run's records."""
+    path = Path(ckpt_path).resolve()
+    for folder in (path.parent.parent, path.parent):
+        if (folder / "config.yaml").is_file() or (folder / "metrics.csv").is_file():
+            return folder
+    return None
 
 
 class HadamardCLI(LightningCLI):
@@ -282,6 +339,6 @@ def main(args: ArgsType = None) -> None:
         HadamardCLI(args=args)
     except FileExistsError as err:  # export's refusal is a usage error, not a crash
         raise SystemExit(f"error: {err} (export: --overwrite true)") from None
-    except (TrainingDiverged, ResumeMismatch, RunFolderInUse) as err:  # said plainly
+    except (TrainingDiverged, ResumeMismatch, RunFolderInUse, AdapterFormatError) as err:
         raise SystemExit(f"error: {err}") from None
     release_process_groups()

@@ -90,6 +90,9 @@ def test_selection_through_the_cli(tmp_path: Path, shared_data: Path, t5_tokeniz
         str(out),
     )
     merged = AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    card = (out / "README.md").read_text()  # the model card says what the selection kept
+    assert f"{TARGET} of {len(selection.modules)} weight matrices kept" in card
+    assert all(f"- `{name}`" in card for name in selection.active_modules)
     ids = fitted.model.tokenizer(["sst2 sentence: a gorgeous film ."], return_tensors="pt")
     labels = fitted.model.tokenizer(["positive"], return_tensors="pt").input_ids
     model.eval()

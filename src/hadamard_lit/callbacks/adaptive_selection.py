@@ -44,6 +44,7 @@ from typing_extensions import override
 from hadamard_lit.adapters.architectures import block_positions
 from hadamard_lit.adapters.base import find_adapted_model
 from hadamard_lit.callbacks.importance import ImportanceTracker
+from hadamard_lit.callbacks.logger_images import log_image_file
 from hadamard_lit.callbacks.selection_plot import SelectionPicture
 from hadamard_lit.callbacks.selection_schedule import CubicSchedule, ScheduleSpec, cubic_budget
 from hadamard_lit.parallel.access import access_for
@@ -337,6 +338,8 @@ class AdaptiveSelection(Callback):
 
             path = Path(log_dir) / self.plot_filename
             self.plot_path = plot_selection(self, path, last_step=trainer.global_step)
+            # Also to TensorBoard, MLflow, ...: the picture belongs with the run's metrics.
+            log_image_file(trainer.loggers, "selection/picture", path, trainer.global_step)
 
     def picture(self) -> SelectionPicture:
         """What the selection picture shows, as plain data."""

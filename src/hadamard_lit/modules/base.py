@@ -36,13 +36,16 @@ from hadamard_lit.adapters import (
     count_trainable_parameters,
     load_adapter_state_dict,
 )
-from hadamard_lit.backbones import (
-    check_output_dir,
-    load_backbone,
-    load_tokenizer,
-    save_pretrained_atomic,
-)
+from hadamard_lit.backbones import load_backbone, load_tokenizer
 from hadamard_lit.data.batch import MODEL_INPUTS, Batch
+from hadamard_lit.interop.adapter_folders import (
+    ExportFormat,
+    adopt_folder_strategy,
+    check_adapter_folder,
+    export_module,
+    is_adapter_folder,
+    load_adapter_folder,
+)
 from hadamard_lit.metrics import score_key
 from hadamard_lit.modules.checkpointing import MODEL_PREFIX, AdapterCheckpointing
 from hadamard_lit.modules.hparams import make_hparams_portable
@@ -84,10 +87,12 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         lr_schedule: ``"linear"``: warm up, then decay linearly to 0 at the last step (the
             papers' recipe); ``"constant"``: warm up, then hold.
         warmup_steps: linear warm-up length in optimiser steps (the papers use 500).
-        init_adapter_from: start from the adapter (and head) of this checkpoint (a
-            hadamard_lit ``.ckpt`` or DeepSpeed folder of the same method and backbone)
-            instead of the method's identity init: a new run with its own optimizer and
-            schedule (``fit --ckpt_path`` resumes one instead).
+        init_adapter_from: start from this adapter (and head) instead of the method's
+            identity init: a new run with its own optimizer and schedule (``fit
+            --ckpt_path`` resumes one instead). A hadamard_lit ``.ckpt`` or DeepSpeed
+            folder of the same method and backbone, an exported ``adapter/`` folder, or a
+            peft LoRA / IA3 / HiRA folder (``adapter_config.json``; its options, such as
+            targets and rank, are the run's: ``adapter`` names the same method).
     """
 
     #: The transformers auto class ``build_model`` loads with.
@@ -140,7 +145,10 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         self.warmup_steps = warmup_steps
         self.init_adapter_from = init_adapter_from
         if init_adapter_from is not None:
-            check_checkpoint_file(init_adapter_from)
+            if is_adapter_folder(init_adapter_from):
+                check_adapter_folder(init_adapter_from, self.adapter)
+            else:
+                check_checkpoint_file(init_adapter_from)
         # Loaded now, not in configure_model: the CLI hands it to the datamodule.
         self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(
             tokenizer, model_name_or_path, self.from_pretrained_kwargs
@@ -178,6 +186,8 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         if self.model is None:
             self._hf_deepspeed_config = transformers_zero3_config(strategy)
             model = self.build_model()
+            if self.init_adapter_from is not None and is_adapter_folder(self.init_adapter_from):
+                self.adapter = adopt_folder_strategy(self.adapter, self.init_adapter_from, model)
             self.adapter.apply(model)
             if self.init_adapter_from is not None:
                 self._load_adapter_from(model, self.init_adapter_from)
@@ -287,9 +297,12 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
             logger.log_metrics({k: float(v) for k, v in stats.items()}, step=0)
 
     def _load_adapter_from(self, model: nn.Module, path: str) -> None:
-        state = read_checkpoint(path)["state_dict"]
-        adapter = {k.removeprefix(MODEL_PREFIX): v for k, v in state.items()}
         try:
+            if is_adapter_folder(path):
+                load_adapter_folder(model, path)
+                return
+            state = read_checkpoint(path)["state_dict"]
+            adapter = {k.removeprefix(MODEL_PREFIX): v for k, v in state.items()}
             load_adapter_state_dict(model, adapter)
         except ValueError as err:
             raise ValueError(
@@ -335,21 +348,40 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
     # -- export --------------------------------------------------------------------------
 
     def export_pretrained(
-        self, output_dir: str | os.PathLike[str], overwrite: bool = False
+        self,
+        output_dir: str | os.PathLike[str],
+        overwrite: bool = False,
+        format: ExportFormat = "merged",
+        with_adapter: bool = False,
+        selection: dict[str, Any] | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        checkpoint: str | None = None,
     ) -> Path:
-        """Merge the adapter into the backbone; save it and the tokenizer as a standard folder.
+        """Save the trained model with a model card (``README.md``), all or nothing.
 
-        The folder loads with plain ``from_pretrained``, no hadamard_lit needed. The merge
-        happens in place: afterwards ``self.model`` is a plain model, no longer adapted.
+        ``merged`` (default): the adapter folded into the backbone, a standard folder that
+        loads with plain ``from_pretrained`` (no hadamard_lit needed); the merge happens in
+        place, so afterwards ``self.model`` is a plain model. ``with_adapter`` also writes
+        the adapter alone in ``adapter/`` (peft's format where peft has the method).
+        ``peft``: a peft adapter folder (LoRA, (IA)3, HUT) for ``PeftModel.from_pretrained``.
+        ``selection`` (AdaDHP's result), ``run_dir`` (its metrics and config) and
+        ``checkpoint`` (its name) go into the card. See :func:`hadamard_lit.interop.adapter_folders.export_module`.
 
         Raises:
             FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False (checked
                 before anything is merged or written).
+            ValueError: ``peft`` for a method peft does not have.
         """
-        check_output_dir(output_dir, overwrite)
-        self.configure_model()
-        self.adapter.merge(self.model)
-        return save_pretrained_atomic(self.model, self.tokenizer, output_dir, overwrite)
+        return export_module(
+            self,
+            output_dir,
+            format=format,
+            with_adapter=with_adapter,
+            overwrite=overwrite,
+            selection=selection,
+            run_dir=None if run_dir is None else Path(run_dir),
+            checkpoint=checkpoint,
+        )
 
 
 def _batch_size(batch: Batch) -> int:

@@ -1,0 +1,265 @@
+"""Adapter-only folders, written and read: peft's format where peft has the method, ours
+for the rest, and what a module exports (merged or peft, always with a model card).
+
+* a **peft folder** (``adapter_config.json`` + ``adapter_model.safetensors``): LoRA, (IA)3,
+  HUT (:mod:`~hadamard_lit.interop.peft_format`);
+* a **hadamard_lit folder** (``hadamard_lit_adapter.json`` + ``adapter_model.safetensors``):
+  any method, our parameter names, the strategy as ``class_path``/``init_args``.
+
+Both load with ``model.init_args.init_adapter_from`` (as a checkpoint does): a new run
+starting from the adapter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from torch import nn
+
+from hadamard_lit import __version__
+from hadamard_lit.adapters.base import AdapterStrategy, get_adapter_record
+from hadamard_lit.adapters.state import adapter_state_dict, load_adapter_state_dict
+from hadamard_lit.backbones import check_output_dir, save_pretrained_atomic
+from hadamard_lit.interop import peft_format
+from hadamard_lit.interop.model_card import CardFacts, last_metrics, write_card
+from hadamard_lit.interop.peft_format import AdapterFormatError
+
+if TYPE_CHECKING:
+    from hadamard_lit.modules.base import AdapterModule
+
+log = logging.getLogger(__name__)
+
+OURS_FILE = "hadamard_lit_adapter.json"
+ADAPTER_SUBFOLDER = "adapter"
+ExportFormat = Literal["merged", "peft"]
+
+
+def is_peft_folder(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / peft_format.CONFIG_FILE).is_file()
+
+
+def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
+    """A peft or hadamard_lit adapter folder (not a checkpoint)."""
+    return is_peft_folder(path) or (Path(path) / OURS_FILE).is_file()
+
+
+def save_adapter_folder(model: nn.Module, folder: Path) -> str:
+    """Write ``model``'s adapter into ``folder`` (existing, empty): peft's format where
+    peft has the method and is installed, else ours. Returns the format written."""
+    record = get_adapter_record(model)
+    try:
+        peft_format.method_for(record.strategy)
+        config = peft_format.peft_config(model)
+    except (ValueError, ImportError):
+        config = None
+    from safetensors.torch import save_file
+
+    if config is not None:
+        config.save_pretrained(str(folder))
+        tensors = peft_format.peft_tensors(model)
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / peft_format.WEIGHTS_FILE))
+        return "peft"
+    strategy = record.strategy
+    description = {
+        "format": "hadamard_lit",
+        "hadamard_lit_version": __version__,
+        "strategy": {
+            "class_path": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
+            "init_args": strategy.init_args(),
+        },
+        "adapted": list(record.adapted),
+        "modules_to_save": list(record.modules_to_save),
+    }
+    (folder / OURS_FILE).write_text(json.dumps(description, indent=2, default=str) + "\n")
+    tensors = {k: v.cpu().contiguous() for k, v in adapter_state_dict(model).items()}
+    save_file(tensors, str(folder / peft_format.WEIGHTS_FILE))
+    return "hadamard_lit"
+
+
+def check_adapter_folder(
+    path: str | os.PathLike[str], configured: AdapterStrategy | None = None
+) -> None:
+    """Refuse, by name, a folder that cannot be loaded, or (``configured``) not into the
+    run's method: before any backbone is built."""
+    if is_peft_folder(path):
+        peft_format.read_peft_config(path)
+        if configured is not None:
+            check_folder_method(configured, path)
+    elif not (Path(path) / peft_format.WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{path} has {OURS_FILE} but no {peft_format.WEIGHTS_FILE}")
+
+
+def check_folder_method(configured: AdapterStrategy, folder: str | os.PathLike[str]) -> None:
+    """Refuse a peft folder of another method than the run's (before any backbone loads).
+
+    Raises:
+        AdapterFormatError: the folder's method is not ``configured``'s, or it cannot be
+            loaded exactly.
+    """
+    if not is_peft_folder(folder):
+        return
+    config = peft_format.read_peft_config(folder)
+    wanted = peft_format.BY_TYPE[str(config["peft_type"]).upper()].strategy
+    if type(configured) is not wanted:
+        raise AdapterFormatError(
+            f"init_adapter_from={str(folder)!r} is a peft {wanted.__name__} adapter but the "
+            f"run's adapter is {configured.name}: set model.init_args.adapter.class_path to "
+            f"{wanted.__module__.rsplit('.', 1)[0]}.{wanted.__name__}"
+        )
+
+
+def adopt_folder_strategy(
+    configured: AdapterStrategy, folder: str | os.PathLike[str], model: nn.Module
+) -> AdapterStrategy:
+    """The strategy to apply when a run starts from the adapter ``folder``.
+
+    A peft folder fixes the method's options (targets, rank, scale); the run's ``adapter``
+    must be the same method, and options it sets away from their defaults must agree.
+    A hadamard_lit folder is loaded into the configured strategy as it is (its tensors'
+    names and shapes are checked when they are copied).
+
+    Raises:
+        AdapterFormatError: another method, or options that disagree (each named).
+    """
+    if not is_peft_folder(folder):
+        return configured
+    check_folder_method(configured, folder)
+    found = peft_format.strategy_from_peft(folder, model)
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(type(configured).__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    theirs = found.init_args()
+    differ = {
+        name: (value, theirs.get(name))
+        for name, value in configured.init_args().items()
+        if name != "modules_to_save" and value != defaults.get(name) and value != theirs.get(name)
+    }
+    if differ:
+        listed = ", ".join(f"{k}: run {a!r}, folder {b!r}" for k, (a, b) in differ.items())
+        raise AdapterFormatError(
+            f"init_adapter_from={str(folder)!r} holds a {found!r}; the run's adapter sets "
+            f"other values ({listed}): remove them from the run's config to take the folder's"
+        )
+    log.info("init_adapter_from=%s: %r, from the peft folder's %s", folder, found,
+             peft_format.CONFIG_FILE)  # fmt: skip
+    return found
+
+
+def load_adapter_folder(model: nn.Module, folder: str | os.PathLike[str]) -> None:
+    """Copy the folder's tensors into ``model`` (its strategy applied as
+    :func:`adopt_folder_strategy` says)."""
+    if is_peft_folder(folder):
+        peft_format.load_peft_tensors(model, folder)
+        return
+    from safetensors.torch import load_file
+
+    load_adapter_state_dict(model, load_file(str(Path(folder) / peft_format.WEIGHTS_FILE)))
+
+
+# -- what a module exports -----------------------------------------------------------------
+
+
+def card_facts(
+    module: AdapterModule,
+    kind: ExportFormat,
+    selection: dict[str, Any] | None = None,
+    run_dir: Path | None = None,
+    checkpoint: str | None = None,
+) -> CardFacts:
+    """The model card's facts about ``module`` (adapted, not yet merged)."""
+    from hadamard_lit.adapters.state import count_parameters, count_trainable_parameters
+
+    model = module.model
+    record = get_adapter_record(model)
+    config = run_dir / "config.yaml" if run_dir is not None else None
+    return CardFacts(
+        base_model=module.model_name_or_path or f"(built from a config: {module.backbone_config})",
+        model_class=type(model).__name__,
+        method=record.strategy.name,
+        method_options=record.strategy.init_args(),
+        trainable_params=count_trainable_parameters(model),
+        total_params=count_parameters(model),
+        task=module.task,
+        kind=kind,
+        selection=selection,
+        metrics=last_metrics(run_dir) if run_dir is not None else {},
+        config_yaml=config.read_text() if config is not None and config.is_file() else None,
+        adapted_modules=list(record.adapted),
+        run_dir=None if run_dir is None else str(run_dir),
+        base_kwargs=_base_kwargs(model),
+        checkpoint=checkpoint,
+    )
+
+
+def _base_kwargs(model: nn.Module) -> dict[str, Any]:
+    """What ``from_pretrained`` of the base needs for the adapter's head to fit."""
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        return {"num_labels": int(model.config.num_labels)}
+    return {}
+
+
+def export_module(
+    module: AdapterModule,
+    output_dir: str | os.PathLike[str],
+    *,
+    format: ExportFormat = "merged",
+    with_adapter: bool = False,
+    overwrite: bool = False,
+    selection: dict[str, Any] | None = None,
+    run_dir: Path | None = None,
+    checkpoint: str | None = None,
+) -> Path:
+    """Write ``module`` to ``output_dir`` with a model card, all or nothing.
+
+    ``merged``: a plain transformers model (the adapter folded in; ``module.model`` is merged
+    in place) and the tokenizer; ``with_adapter`` also writes the adapter alone in
+    ``adapter/``. ``peft``: a peft adapter folder and the tokenizer (LoRA, (IA)3, HUT).
+
+    Raises:
+        ValueError: ``peft`` for a method peft does not have (before anything is written).
+        FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+    """
+    if format not in ("merged", "peft"):
+        raise ValueError(f"export format must be 'merged' or 'peft', got {format!r}")
+    check_output_dir(output_dir, overwrite)
+    module.configure_model()
+    model = module.model
+    facts = card_facts(module, format, selection, run_dir, checkpoint)
+    name = Path(output_dir).resolve().name
+    tokenizer = module.tokenizer
+    if format == "peft":
+
+        def extra_peft(folder: Path) -> None:
+            tokenizer.save_pretrained(folder)
+            write_card(folder, facts, name)
+
+        return peft_format.save_peft_adapter(
+            model, output_dir, module.model_name_or_path, overwrite, extra=extra_peft
+        )
+
+    adapter_dir = Path(output_dir).resolve().parent / f".{name}.adapter.tmp"
+    written = None
+    if with_adapter:  # before the merge, which removes the adapter layers
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        adapter_dir.mkdir(parents=True)
+        written = save_adapter_folder(model, adapter_dir)
+    get_adapter_record(model).strategy.merge(model)
+
+    def extra_merged(folder: Path) -> None:
+        if written is not None:
+            adapter_dir.rename(folder / ADAPTER_SUBFOLDER)
+        write_card(folder, facts, name)
+
+    try:
+        return save_pretrained_atomic(model, tokenizer, output_dir, overwrite, extra=extra_merged)
+    finally:
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir, ignore_errors=True)
