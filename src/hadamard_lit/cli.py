@@ -288,6 +288,7 @@ class HadamardCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Print the final validation metrics and where the best checkpoint is."""
+        folder = self.trainer.log_dir  # collective (a broadcast): every rank asks
         if not self.trainer.is_global_zero:
             return
         metrics = {
@@ -300,7 +301,8 @@ class HadamardCLI(LightningCLI):
             score = callback.best_model_score
             best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else ""
             print(f"Best checkpoint{best}: {callback.best_model_path}")
-        self._say_run_folder()
+        if folder is not None:
+            print(f"Run folder: {folder}")
 
     def after_validate(self) -> None:
         self._say_run_folder()
@@ -314,8 +316,9 @@ class HadamardCLI(LightningCLI):
     def _say_run_folder(self) -> None:
         """The last line of every run: where its logs, config and checkpoints went (each
         run gets the next ``version_N``, so the README's ``version_0`` is only the first)."""
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            print(f"Run folder: {self.trainer.log_dir}")
+        folder = self.trainer.log_dir  # collective (a broadcast): every rank asks
+        if self.trainer.is_global_zero and folder is not None:
+            print(f"Run folder: {folder}")
 
 
 def release_process_groups() -> None:
