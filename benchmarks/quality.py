@@ -5,6 +5,7 @@ at a budget that separates the methods on a 2-core CPU.
     python -m benchmarks.quality select                # best lr per method on validation
     python -m benchmarks.quality seeds [--part 1/4]    # every task, the chosen lr, 3 seeds
     python -m benchmarks.quality report [--readme README.md]
+    python -m benchmarks.quality status                # how far the grid is (progress.md)
 
 Every run goes through the CLI's own path, :func:`hadamard_lit.launch.run` (LightningCLI
 ``fit``, then ``test`` of the best validation checkpoint), with stacked YAML configs::
@@ -453,6 +454,61 @@ def read_learning_rates(path: Path = LEARNING_RATES) -> dict[str, float]:
     return {str(m): float(lr) for m, lr in chosen.items()}
 
 
+PROGRESS_FILE = "progress.md"
+
+
+def progress_markdown(
+    records: list[dict[str, Any]],
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    settings: Settings,
+    lr_file: Path = LEARNING_RATES,
+) -> str:
+    """How far the grid is: runs done per phase, CPU time spent, and the search's
+    validation scores so far (test scores are not shown before the table)."""
+    done = {
+        r.get("run_dir", "").rsplit("/", 1)[-1] for r in records if r.get("status") == "completed"
+    }
+    search = {p.name for p in search_points(tasks, methods, settings)}
+    chosen = read_learning_rates(lr_file)
+    seeds = (
+        {p.name for p in seed_points(tasks, methods, chosen, settings)}
+        if all(m in chosen for m in methods)
+        else set()
+    )
+    hours = sum(r.get("seconds", 0.0) for r in records if r.get("status") == "completed") / 3600
+    failed = [r for r in records if r.get("status") not in (None, "completed")]
+    lines = [
+        "# Quality grid: progress",
+        "",
+        f"- search (each method's lr grid on {', '.join(t for t in tasks if t in SEARCH_TASKS)}, "
+        f"seed {SEARCH_SEED}): "
+        f"{len(search & done)} of {len(search)} runs",
+        "- seeds (every task at the chosen lr, seeds "
+        + ", ".join(map(str, SEEDS))
+        + "): "
+        + (f"{len(seeds & done)} of {len(seeds)} runs" if seeds else "waits for `select`"),
+        f"- CPU time of the completed runs: {hours:.1f} h (one thread each); {len(failed)} failed",
+        "",
+        "Best validation score (x100) of each search run so far; `–` not run yet:",
+        "",
+        "| method | lr | " + " | ".join(SEARCH_TASKS) + " |",
+        "|---|---|" + "---|" * len(SEARCH_TASKS),
+    ]
+    scores = validation_scores(records)
+    for method in methods:
+        for lr in METHODS[method].lrs:
+            by_task = scores.get(method, {}).get(float(lr), {})
+            cells = [
+                "–"
+                if t not in by_task
+                else ("failed" if by_task[t] == -math.inf else f"{by_task[t]:.1f}")
+                for t in SEARCH_TASKS
+            ]
+            lines.append(f"| {METHODS[method].label} | {lr:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # -- entry point ----------------------------------------------------------------------------
 
 
@@ -461,7 +517,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.quality",
         description="Methods x GLUE tasks x seeds with the real MiniLM-L6, through the CLI.",
     )
-    parser.add_argument("phase", choices=("search", "select", "seeds", "report"))
+    parser.add_argument("phase", choices=("search", "select", "seeds", "report", "status"))
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated NLU tasks")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"from {list(METHODS)}")
     parser.add_argument("--part", default=None, help="k/n: run the k-th of n shares")
@@ -545,6 +601,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   readme=Path(args.readme) if args.readme else None)  # fmt: skip
         return record
 
+    if args.phase == "status":
+        record["runs"] = collect(runs)
+        output.mkdir(parents=True, exist_ok=True)
+        _write_json(output / RECORD_FILE, record)
+        text = progress_markdown(record["runs"], args.tasks, args.methods, settings, lr_file)
+        (output / PROGRESS_FILE).write_text(text)
+        print(text)
+        return record
     if args.phase == "search":
         points = search_points(args.tasks, args.methods, settings)
     else:

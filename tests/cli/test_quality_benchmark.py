@@ -34,6 +34,13 @@ def test_search_select_seeds_report(tmp_path: Path, shared_data: Path) -> None:
     # Two parts of the search: together they run the grid once, on the search task only.
     first = quality.main(["search", "--part", "1/2", *common])
     assert first["parts"][-1]["runs"] == 2
+    quality.main(["status", *common])  # how far the grid is, between parts
+    progress = (out / "progress.md").read_text()
+    assert "search (each method's lr grid on stsb, seed 0): 2 of 3 runs" in progress
+    assert "seeds (every task at the chosen lr, seeds 0, 1, 2): waits for `select`" in progress
+    rows = [line for line in progress.splitlines() if line.startswith("| AdaDHP + selection")]
+    stsb = [row.rstrip(" |").rsplit("|", 1)[-1].strip() for row in rows]  # the last column
+    assert len(rows) == 3 and sorted(c == "–" for c in stsb) == [False, False, True], rows
     second = quality.main(["search", "--part", "2/2", *common])
     assert second["parts"][-1]["runs"] == 1 and len(second["runs"]) == 3
     assert {r["task"] for r in second["runs"]} == {"stsb"}, "RTE is not a search task"
