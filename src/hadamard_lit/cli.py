@@ -75,6 +75,27 @@ CHECKPOINT_DEFAULTS = {
 }
 
 
+class ConfigValueError(ValueError):
+    """A value in the run's config that cannot work (a task, a pattern, a path, a
+    checkpoint): ``python -m hadamard_lit`` prints it as one ``error:`` line."""
+
+
+def _own_message(error: BaseException) -> str:
+    """The error a config value raised, without jsonargparse's Union wrapper around it."""
+    while isinstance(error.__cause__, Exception) and "Union subtypes" in str(error):
+        error = error.__cause__
+    text = str(error)
+    if "Union subtypes" in text:  # no cause kept: the subtypes' errors are listed in it
+        own = [
+            line.strip()[2:]
+            for line in text.splitlines()
+            if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line
+        ]
+        if own:
+            return own[0]
+    return text
+
+
 class HadamardTrainer(Trainer):
     """Lightning's ``Trainer`` with one more entry point, ``export`` (a CLI subcommand), and a
     run folder of its own under every logger."""
@@ -243,15 +264,14 @@ class HadamardCLI(LightningCLI):
         parser.link_arguments("model.tokenizer", "data.init_args.tokenizer", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
-        """LightningCLI's, raising a module's own error (``Unknown task 'rtee'; valid
-        tasks: ...``) rather than jsonargparse's wrapper around it, which buries that line
-        under "Does not validate against any of the Union subtypes" and the whole config."""
+        """LightningCLI's, raising what is wrong with the config as a :class:`ConfigValueError`
+        that says it once (``Unknown task 'rtee'; valid tasks: ...``), not jsonargparse's
+        wrapper around it, which buries that line under "Does not validate against any of
+        the Union subtypes" and the whole config."""
         try:
             super().instantiate_classes()
-        except ValueError as error:
-            if "Union subtypes" in str(error) and isinstance(error.__cause__, Exception):
-                raise error.__cause__ from None
-            raise
+        except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+            raise ConfigValueError(_own_message(error)) from error
 
     def _parse_ckpt_path(self) -> None:
         """Keep the options the user gave, not the checkpoint's.
@@ -267,7 +287,10 @@ class HadamardCLI(LightningCLI):
         # A bad file fails here with its name, not deep in torch.load with a bare EOFError.
         ckpt_path = self._get(self.config, "ckpt_path")
         if isinstance(ckpt_path, str) and ckpt_path not in ("last", "best", "hpc", "registry"):
-            check_checkpoint_file(ckpt_path)
+            try:
+                check_checkpoint_file(ckpt_path)
+            except (ValueError, FileNotFoundError) as error:
+                raise ConfigValueError(str(error)) from error
         # Before the loggers start (the CSV logger deletes an existing metrics.csv).
         if self.trainer.log_dir is not None and getattr(rank_zero_only, "rank", 0) == 0:
             subcommand = str(self.subcommand)
@@ -342,6 +365,7 @@ def main(args: ArgsType = None) -> None:
         HadamardCLI(args=args)
     except FileExistsError as err:  # export's refusal is a usage error, not a crash
         raise SystemExit(f"error: {err} (export: --overwrite true)") from None
-    except (TrainingDiverged, ResumeMismatch, RunFolderInUse, AdapterFormatError) as err:
+    except (TrainingDiverged, ResumeMismatch, RunFolderInUse, AdapterFormatError,
+            ConfigValueError) as err:  # fmt: skip
         raise SystemExit(f"error: {err}") from None
     release_process_groups()

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from hadamard_lit.callbacks import TrainingDiverged
+from hadamard_lit.cli import ConfigValueError
 from hadamard_lit.cli import main as cli_main
 from hadamard_lit.launch import run as launch_run
 from hadamard_lit.resume import ResumeMismatch, RunFolderInUse
@@ -297,9 +298,18 @@ def test_errors_name_what_is_wrong(tmp_path: Path, shared_data: Path, minilm: st
     with pytest.raises(FileNotFoundError, match=r"model folder '/no/such/model' does not exist"):
         SequenceClassificationModule(model_name_or_path="/no/such/model", num_labels=2)
     # Through the CLI: the module's own error, not jsonargparse's wrapper around the config.
-    with pytest.raises(FileNotFoundError, match=r"model folder '/no/such/model' does not exist"):
+    with pytest.raises(ConfigValueError, match=r"^model folder '/no/such/model' does not exist"):
         run("validate", config, tmp_path, "--model.init_args.backbone_config", "null",
             "--model.init_args.model_name_or_path", "/no/such/model")  # fmt: skip
+    # A nested class's error (the adapter's) too, and the command prints it as one line.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["validate", "--config", str(config),
+                  "--model.init_args.adapter.init_args.target_modules", '["re:query[("]'])  # fmt: skip
+    assert str(exited.value).startswith(
+        "error: target_modules pattern 're:query[(' is not a valid regular expression"
+    )
+    assert "Union subtypes" not in str(exited.value) + capsys.readouterr().err
     with pytest.raises(ValueError, match=r"^Unknown task 'sst3'; valid tasks: boolq, cb, cola"):
         run("validate", config, tmp_path, "--data.init_args.task", "sst3")
 

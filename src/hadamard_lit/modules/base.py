@@ -36,7 +36,7 @@ from hadamard_lit.adapters import (
     count_trainable_parameters,
     load_adapter_state_dict,
 )
-from hadamard_lit.backbones import load_backbone, load_tokenizer
+from hadamard_lit.backbones import load_backbone, load_tokenizer, resolve_model_path
 from hadamard_lit.data.batch import MODEL_INPUTS, Batch
 from hadamard_lit.interop.adapter_folders import (
     ExportFormat,
@@ -133,6 +133,8 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         self.save_hyperparameters(logger=False)
         make_hparams_portable(self.hparams)
 
+        if model_name_or_path is not None:  # a missing folder fails now, not after setup
+            resolve_model_path(model_name_or_path)
         self.model_name_or_path = model_name_or_path
         self.backbone_config = backbone_config
         self.from_pretrained_kwargs = dict(from_pretrained_kwargs or {})
