@@ -292,10 +292,11 @@ class HadamardCLI(LightningCLI):
             except (ValueError, FileNotFoundError) as error:
                 raise ConfigValueError(str(error)) from error
         # Before the loggers start (the CSV logger deletes an existing metrics.csv).
-        if self.trainer.log_dir is not None and getattr(rank_zero_only, "rank", 0) == 0:
+        folder = self.trainer.log_dir
+        if folder is not None and getattr(rank_zero_only, "rank", 0) == 0:
             subcommand = str(self.subcommand)
             config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))[subcommand]
-            check_run_folder(self.trainer.log_dir, config, subcommand, resuming=bool(ckpt_path))
+            check_run_folder(folder, config, subcommand, resuming=bool(ckpt_path))
 
     def before_fit(self) -> None:
         self._before_run()
@@ -359,6 +360,24 @@ def release_process_groups() -> None:
         dist.destroy_process_group()
 
 
+def _origin(error: BaseException) -> str:
+    """Where a wrapped error was raised, so that a bug behind a config error can be found
+    (``HADAMARD_LIT_TRACEBACK=1`` shows the whole traceback)."""
+    if not isinstance(error, ConfigValueError) or error.__cause__ is None:
+        return ""
+    cause = error.__cause__
+    while isinstance(cause.__cause__, Exception) and "Union subtypes" in str(cause):
+        cause = cause.__cause__
+    tb = cause.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or "jsonargparse" in tb.tb_frame.f_code.co_filename:
+        return ""  # a value the parser refused: the message is the whole story
+    code = tb.tb_frame.f_code
+    return (f"\n  (raised in {code.co_name}, {code.co_filename}:{tb.tb_lineno}; "
+            "HADAMARD_LIT_TRACEBACK=1 shows the traceback)")  # fmt: skip
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of ``python -m hadamard_lit`` and the ``hadamard-lit`` script."""
     try:
@@ -367,5 +386,7 @@ def main(args: ArgsType = None) -> None:
         raise SystemExit(f"error: {err} (export: --overwrite true)") from None
     except (TrainingDiverged, ResumeMismatch, RunFolderInUse, AdapterFormatError,
             ConfigValueError) as err:  # fmt: skip
-        raise SystemExit(f"error: {err}") from None
+        if os.environ.get("HADAMARD_LIT_TRACEBACK"):  # for a bug behind a config error
+            raise
+        raise SystemExit(f"error: {err}{_origin(err)}") from None
     release_process_groups()

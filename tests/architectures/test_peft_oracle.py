@@ -29,7 +29,8 @@ from hadamard_lit.testing import TinyModel, tiny_models
 
 peft = pytest.importorskip("peft", reason="peft is the oracle: pip install 'hadamard-lit[peft]'")
 
-FAMILIES = ("t5", "bert", "gpt2", "llama")
+#: DistilBERT: peft also trains its ``pre_classifier`` ("classifier" is a plain suffix there).
+FAMILIES = ("t5", "bert", "distilbert", "gpt2", "llama")
 TINY = {m.name: m for m in tiny_models() if m.name in FAMILIES}
 #: alpha != rank: the scale must travel (HiRA has none, so it is folded into B).
 METHODS = {
@@ -159,7 +160,10 @@ def test_rslora_and_regex_targets_load_exactly(tmp_path: Path) -> None:
     reference.save_pretrained(str(tmp_path / "peft"))
     model = tiny.build(seed=0)
     strategy = load_peft_adapter(model, tmp_path / "peft")
-    assert strategy.target_modules == [r"re:.*\.(query|value)"]
+    # What is adapted is read from the folder's tensors: exact names, whatever the pattern.
+    assert strategy.target_modules == [
+        f"bert.encoder.layer.{i}.attention.self.{p}" for i in (0, 1) for p in ("query", "value")
+    ]
     batch = tiny.batch()
     torch.testing.assert_close(outputs(model, batch), outputs(reference, batch))
 
@@ -180,7 +184,7 @@ def test_methods_without_peft_equivalent_say_so_and_write_nothing(
     [
         ({"use_dora": True}, "use_dora"),
         ({"peft_type": "LOHA"}, "no hadamard_lit equivalent"),
-        ({"target_modules": "all-linear"}, "target_modules"),
+        ({"init_lora_weights": "pissa"}, "init_lora_weights"),
     ],
 )
 def test_peft_folders_we_cannot_compute_exactly_are_refused(
@@ -201,3 +205,35 @@ def test_a_folder_without_safetensors_is_refused_by_name(tmp_path: Path) -> None
     (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(FileNotFoundError, match=r"no adapter_model\.safetensors.*pickled"):
         strategy_from_peft(tmp_path)
+
+
+#: Configs as peft users write them: suffix targets, peft's own task-type heads.
+NATIVE = {
+    "lora": lambda: peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_lin", "v_lin"],
+                                    task_type="SEQ_CLS", init_lora_weights=False),
+    "ia3": lambda: peft.IA3Config(target_modules=["k_lin", "v_lin", "lin2"],
+                                  feedforward_modules=["lin2"], task_type="SEQ_CLS"),
+    "hut": lambda: peft.HiraConfig(r=4, target_modules=["q_lin", "v_lin"], task_type="SEQ_CLS"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(NATIVE))
+def test_a_peft_native_folder_crosses_both_ways(method: str, tmp_path: Path) -> None:
+    """DistilBERT as peft sets it up: ``classifier`` and ``score`` added to the modules to
+    save, which by plain suffix also selects ``pre_classifier``."""
+    if method == "hut" and not hasattr(peft, "HiraConfig"):
+        pytest.skip(f"peft {peft.__version__} has no HiRA (HiraConfig): install a newer peft")
+    tiny = TINY["distilbert"]
+    reference = peft.get_peft_model(tiny.build(seed=0), NATIVE[method]())
+    randomise(reference, seed=7)
+    reference.save_pretrained(str(tmp_path / "peft"))
+    model = tiny.build(seed=0)
+    strategy = load_peft_adapter(model, tmp_path / "peft")
+    assert sorted(strategy.modules_to_save or []) == ["classifier", "pre_classifier"]
+    batch = tiny.batch()
+    assert_not_the_base_model(tiny, reference, batch)
+    torch.testing.assert_close(outputs(model, batch), outputs(reference, batch))
+    # ... and back: our export loads in peft with the same outputs.
+    folder = save_peft_adapter(model, tmp_path / "back")
+    again = peft.PeftModel.from_pretrained(tiny.build(seed=0), str(folder))
+    torch.testing.assert_close(outputs(again, batch), outputs(reference, batch))

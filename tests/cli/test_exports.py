@@ -91,6 +91,9 @@ def test_peft_export_loads_in_peft_with_a_card_and_starts_a_run(
     )  # fmt: skip
     again.configure_model()
     torch.testing.assert_close(logits(again, again.model), expected, rtol=1e-5, atol=1e-5)
+    recorded = again.hparams["adapter"]  # what its checkpoints will rebuild: the folder's LoRA
+    assert recorded["class_path"].endswith("LoRA") and recorded["init_args"]["alpha"] == 8.0
+    assert len(recorded["init_args"]["target_modules"]) == 4  # the tiny BERT's q, v x 2 layers
     # ... of the same method (refused before the backbone loads), with no option that
     # disagrees (refused when the folder's strategy is built on the backbone).
     for wrong, message in ((IA3(), "is a peft LoRA adapter but the run's adapter is IA3"),

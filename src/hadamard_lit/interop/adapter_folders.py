@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -119,10 +120,13 @@ def adopt_folder_strategy(
 ) -> AdapterStrategy:
     """The strategy to apply when a run starts from the adapter ``folder``.
 
-    A peft folder fixes the method's options (targets, rank, scale); the run's ``adapter``
-    must be the same method, and options it sets away from their defaults must agree.
-    A hadamard_lit folder is loaded into the configured strategy as it is (its tensors'
-    names and shapes are checked when they are copied).
+    A peft folder fixes what the adapter is: its targets, rank and (LoRA) scale. The run's
+    ``adapter`` must be the same method; where the run's own value differs from the
+    folder's and is not the method's default, the run is refused (each option named);
+    where it is the default, the folder's is taken and a warning says so. Dropout, a
+    training choice, stays the run's. Targets are compared as the modules they select in
+    ``model``, in any order. A hadamard_lit folder is loaded into the configured strategy
+    as it is (its tensors' names and shapes are checked when they are copied).
 
     Raises:
         AdapterFormatError: another method, or options that disagree (each named).
@@ -130,27 +134,51 @@ def adopt_folder_strategy(
     if not is_peft_folder(folder):
         return configured
     check_folder_method(configured, folder)
-    found = peft_format.strategy_from_peft(folder, model)
+    found = peft_format.strategy_from_peft(folder)
+    if hasattr(found, "dropout"):
+        found.dropout = configured.dropout  # type: ignore[attr-defined]
     defaults = {
         name: p.default
         for name, p in inspect.signature(type(configured).__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    theirs = found.init_args()
-    differ = {
-        name: (value, theirs.get(name))
-        for name, value in configured.init_args().items()
-        if name != "modules_to_save" and value != defaults.get(name) and value != theirs.get(name)
-    }
+    ours, theirs = _fixed_by_folder(configured, model), _fixed_by_folder(found, model)
+    run_args = configured.init_args()
+    differ, taken = {}, {}
+    for name, value in theirs.items():
+        if ours[name] == value:
+            continue
+        if name in run_args and run_args[name] != defaults.get(name):
+            differ[name] = (run_args[name], found.init_args()[name])
+        else:
+            taken[name] = found.init_args()[name]
     if differ:
         listed = ", ".join(f"{k}: run {a!r}, folder {b!r}" for k, (a, b) in differ.items())
         raise AdapterFormatError(
             f"init_adapter_from={str(folder)!r} holds a {found!r}; the run's adapter sets "
             f"other values ({listed}): remove them from the run's config to take the folder's"
         )
-    log.info("init_adapter_from=%s: %r, from the peft folder's %s", folder, found,
-             peft_format.CONFIG_FILE)  # fmt: skip
+    if taken:
+        log.warning("init_adapter_from=%s: the peft folder's %s replace the run's defaults",
+                    folder, ", ".join(f"{k}={v!r}" for k, v in taken.items()))  # fmt: skip
     return found
+
+
+def _fixed_by_folder(strategy: AdapterStrategy, model: nn.Module) -> dict[str, Any]:
+    """What a peft folder fixes about ``strategy``, comparably: the modules it adapts (a
+    set, resolved in ``model``), the rank, LoRA's scale, (IA)3's input-scaled modules."""
+    targets = strategy.target_names(model)
+    fixed: dict[str, Any] = {"target_modules": frozenset(targets)}
+    if hasattr(strategy, "rank"):
+        fixed["rank"] = strategy.rank
+    if type(strategy).__name__ == "LoRA":
+        fixed["alpha"] = float(strategy.alpha)  # type: ignore[attr-defined]
+    if type(strategy).__name__ == "IA3":
+        options = strategy.layer_options(model, targets)
+        fixed["feedforward_modules"] = frozenset(
+            n for n, o in options.items() if o.get("scale_input")
+        )
+    return fixed
 
 
 def load_adapter_folder(model: nn.Module, folder: str | os.PathLike[str]) -> None:
@@ -236,30 +264,33 @@ def export_module(
     name = Path(output_dir).resolve().name
     tokenizer = module.tokenizer
     if format == "peft":
+        if with_adapter:
+            raise ValueError("with_adapter is for the merged export; a peft export is the adapter")
 
         def extra_peft(folder: Path) -> None:
             tokenizer.save_pretrained(folder)
             write_card(folder, facts, name)
 
+        task_type = peft_format.task_type_of(model, facts.auto_class)
         return peft_format.save_peft_adapter(
-            model, output_dir, module.model_name_or_path, overwrite, extra=extra_peft
+            model, output_dir, module.model_name_or_path, overwrite, extra_peft, task_type
         )
 
-    adapter_dir = Path(output_dir).resolve().parent / f".{name}.adapter.tmp"
-    written = None
-    if with_adapter:  # before the merge, which removes the adapter layers
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        adapter_dir.mkdir(parents=True)
-        written = save_adapter_folder(model, adapter_dir)
-    get_adapter_record(model).strategy.merge(model)
-
-    def extra_merged(folder: Path) -> None:
-        if written is not None:
-            adapter_dir.rename(folder / ADAPTER_SUBFOLDER)
-        write_card(folder, facts, name)
-
+    # The adapter alone is written before the merge, which removes the adapter layers, into
+    # a private temporary folder beside the target that is moved into the export at the end.
+    parent = Path(output_dir).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    adapter_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".adapter", dir=parent))
     try:
+        if with_adapter:
+            save_adapter_folder(model, adapter_dir)
+        get_adapter_record(model).strategy.merge(model)
+
+        def extra_merged(folder: Path) -> None:
+            if with_adapter:
+                adapter_dir.rename(folder / ADAPTER_SUBFOLDER)
+            write_card(folder, facts, name)
+
         return save_pretrained_atomic(model, tokenizer, output_dir, overwrite, extra=extra_merged)
     finally:
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir, ignore_errors=True)
+        shutil.rmtree(adapter_dir, ignore_errors=True)

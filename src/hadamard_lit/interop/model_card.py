@@ -53,6 +53,8 @@ class CardFacts:
     base_kwargs: dict[str, Any] = field(default_factory=dict)
     #: The checkpoint the export was made from.
     checkpoint: str | None = None
+    #: The transformers auto class that loads the base (``AutoModelForSeq2SeqLM``).
+    auto_class: str | None = None
 
     @property
     def hub_base_model(self) -> str | None:
@@ -64,10 +66,14 @@ class CardFacts:
 
 
 def last_metrics(run_dir: Path) -> dict[str, float]:
-    """The last value of every ``val/*`` and ``test/*`` metric in ``run_dir/metrics.csv``."""
+    """The last value of every ``val/*`` and ``test/*`` metric in the run's ``metrics.csv``
+    (``run_dir/metrics.csv``, or the newest below it: a sweep point logs to a subfolder)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
-        return {}
+        found = sorted(run_dir.rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)
+        if not found:
+            return {}
+        path = found[-1]
     found: dict[str, float] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
@@ -184,7 +190,7 @@ def _results(facts: CardFacts) -> str:
 
 
 def _loading(facts: CardFacts, folder_name: str) -> str:
-    auto = next(
+    auto = facts.auto_class or next(
         (f"AutoModel{s}" for s, _ in PIPELINE_TAGS if facts.model_class.endswith(s)),
         "AutoModel",
     )

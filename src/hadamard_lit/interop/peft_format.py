@@ -1,9 +1,9 @@
 """peft's adapter folders: write our LoRA, (IA)3 and HUT adapters as peft LoRA, IA3 and
 HiRA, and start from such folders.
 
-A peft folder is ``adapter_config.json`` + ``adapter_model.safetensors``; peft, vLLM and
-TGI load it onto the base model (``PeftModel.from_pretrained(base, folder)``). The methods
-are the same functions, so only names and one scale differ:
+A peft folder is ``adapter_config.json`` + ``adapter_model.safetensors``; peft loads it onto
+the base model (``PeftModel.from_pretrained(base, folder)``; vLLM and TGI serve LoRA ones).
+The methods are the same functions, so only names and one scale differ:
 
 =========  ======================================  ==========================================
 ours       computes                                peft
@@ -20,7 +20,10 @@ HUT        ``W ⊙ (1 + (alpha/r) B A)``             HIRA ``hira_A``, ``hira_B``
 
 AdaDHP and the Hadamard Adapter have no peft counterpart: export them merged
 (``export`` without ``--format peft``). The task head and any other module trained in
-full travel as peft's ``modules_to_save``. Writing needs peft (its config classes write
+full travel as peft's ``modules_to_save``; peft matches those by plain suffix and adds
+``classifier``/``score`` for classification, so every module its loader will look for is
+written (DistilBERT's untrained ``pre_classifier`` too). Reading takes what is adapted
+and saved from the folder's tensors, whose names are exact. Writing needs peft (its config classes write
 the ``adapter_config.json`` its loader expects); reading does not.
 """
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from hadamard_lit.adapters import HUT, IA3, LoRA
 from hadamard_lit.adapters.base import AdapterLayer, AdapterStrategy, get_adapter_record
 from hadamard_lit.adapters.state import adapter_state_dict, load_adapter_state_dict
 from hadamard_lit.backbones import write_folder_atomic
+from hadamard_lit.parallel.tensors import gathered, whole
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -76,6 +80,7 @@ TASK_TYPES = (
     ("ForConditionalGeneration", "SEQ_2_SEQ_LM"),
     ("ForSeq2SeqLM", "SEQ_2_SEQ_LM"),
     ("ForCausalLM", "CAUSAL_LM"),
+    ("LMHeadModel", "CAUSAL_LM"),
     ("ForTokenClassification", "TOKEN_CLS"),
     ("ForQuestionAnswering", "QUESTION_ANS"),
 )
@@ -87,7 +92,8 @@ UNSUPPORTED = {
         "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "bias": "none",
         "lora_bias": False, "layers_to_transform": None, "exclude_modules": None,
         "target_parameters": None, "trainable_token_indices": None, "layer_replication": None,
-        "use_qalora": False, "use_bdlora": None,
+        "use_qalora": False, "use_bdlora": None, "alora_invocation_tokens": None,
+        "arrow_config": None, "kasa_config": None, "monteclora_config": None,
     },
     "IA3": {"layers_to_transform": None, "exclude_modules": None},
     "HIRA": {"rank_pattern": {}, "layers_to_transform": None, "exclude_modules": None},
@@ -111,18 +117,52 @@ def method_for(strategy: AdapterStrategy) -> PeftMethod:
     )
 
 
-def task_type_of(model: nn.Module) -> str | None:
-    """peft's ``task_type`` for a transformers model class (``None`` if none fits)."""
+#: peft task types by the transformers auto class a model was loaded with.
+AUTO_TASK_TYPES = {
+    "AutoModelForSequenceClassification": "SEQ_CLS",
+    "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM",
+    "AutoModelForCausalLM": "CAUSAL_LM",
+    "AutoModelForTokenClassification": "TOKEN_CLS",
+    "AutoModelForQuestionAnswering": "QUESTION_ANS",
+}
+#: What peft trains in full for a task type whatever the config says (peft_model.py).
+TASK_MODULES_TO_SAVE = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score")}
+
+
+def task_type_of(model: nn.Module, auto_class: str | None = None) -> str | None:
+    """peft's ``task_type`` for ``model``: from the auto class it was loaded with when
+    known (``AutoModelForSeq2SeqLM``), else from its class name (``None`` if none fits)."""
+    if auto_class in AUTO_TASK_TYPES:
+        return AUTO_TASK_TYPES[auto_class]
     name = type(model).__name__
     return next((task for suffix, task in TASK_TYPES if name.endswith(suffix)), None)
+
+
+def peft_wrapped_modules(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The modules peft trains in full for ``modules_to_save`` = ``names``: every module whose
+    name ends with one of them as a plain string (so ``classifier`` also selects
+    DistilBERT's ``pre_classifier``), outermost only."""
+    keys = [k for k, _ in model.named_modules() if k and any(k.endswith(n) for n in names)]
+    return [k for k in keys if not any(k.startswith(other + ".") for other in keys)]
 
 
 # -- writing -------------------------------------------------------------------------------
 
 
-def peft_tensors(model: nn.Module) -> dict[str, Tensor]:
-    """The adapted ``model``'s trained tensors under peft's names, in peft's shapes."""
-    return peft_layout(model, adapter_state_dict(model))
+def peft_tensors(model: nn.Module, task_type: str | None = None) -> dict[str, Tensor]:
+    """The adapted ``model``'s trained tensors under peft's names, in peft's shapes, and
+    the weights of every module peft's loader will look for as a module to save
+    (:func:`peft_wrapped_modules`; for classification also ``classifier`` / ``score``)."""
+    record = get_adapter_record(model)
+    out = peft_layout(model, adapter_state_dict(model))
+    names = [*record.modules_to_save, *TASK_MODULES_TO_SAVE.get(task_type or "", ())]
+    for module in peft_wrapped_modules(model, names):
+        for local, param in model.get_submodule(module).named_parameters():
+            key = f"{PREFIX}{module}.{local}"
+            if key not in out:  # not trained here: peft still loads its (frozen) weights
+                with gathered([param]):
+                    out[key] = whole(param).detach().clone().contiguous()
+    return out
 
 
 def peft_layout(
@@ -151,8 +191,11 @@ def peft_layout(
     return out
 
 
-def peft_config(model: nn.Module, base_model_name_or_path: str | None = None) -> Any:
-    """A peft config object (``LoraConfig``, ``IA3Config``, ``HiraConfig``) for ``model``.
+def peft_config(
+    model: nn.Module, base_model_name_or_path: str | None = None, task_type: str | None = None
+) -> Any:
+    """A peft config object (``LoraConfig``, ``IA3Config``, ``HiraConfig``) for ``model``
+    (``task_type``: peft's, e.g. ``SEQ_CLS``; default: from the model's class).
 
     Raises:
         ImportError: peft is not installed, or this peft has no such method.
@@ -172,7 +215,7 @@ def peft_config(model: nn.Module, base_model_name_or_path: str | None = None) ->
     options: dict[str, Any] = {
         "target_modules": list(record.adapted),
         "modules_to_save": list(record.modules_to_save) or None,
-        "task_type": task_type_of(model),
+        "task_type": task_type or task_type_of(model),
         "base_model_name_or_path": base_model_name_or_path,
         # GPT-2's Conv1D stores (in, out); peft needs to know to transpose it.
         "fan_in_fan_out": any(layer.transposed for layer in layers),
@@ -194,6 +237,7 @@ def save_peft_adapter(
     base_model_name_or_path: str | None = None,
     overwrite: bool = False,
     extra: Any = None,
+    task_type: str | None = None,
 ) -> Path:
     """Write ``model``'s adapter (LoRA, (IA)3 or HUT) as a peft folder, all or nothing.
 
@@ -208,8 +252,8 @@ def save_peft_adapter(
     """
     from safetensors.torch import save_file
 
-    config = peft_config(model, base_model_name_or_path)  # refuses before any writing
-    tensors = peft_tensors(model)
+    config = peft_config(model, base_model_name_or_path, task_type)  # refuses before writing
+    tensors = peft_tensors(model, config.task_type)
 
     def write(folder: Path) -> None:
         config.save_pretrained(str(folder))
@@ -263,55 +307,59 @@ def read_peft_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
         for key, plain in UNSUPPORTED[peft_type].items()
         if config.get(key, plain) not in (plain, None, {}, [])
     }
-    target = config.get("target_modules")
-    if target == "all-linear" or target is None:
-        odd["target_modules"] = target
+    # Inits that rewrite the base weights when peft loads the folder (PiSSA, OLoRA, LoftQ,
+    # CorDA, EVA, LoRA-GA): peft then computes W_res + s B A, we would compute W + s B A.
+    if config.get("init_lora_weights", True) not in (True, False, "gaussian"):
+        odd["init_lora_weights"] = config["init_lora_weights"]
     if odd:
         raise AdapterFormatError(
             f"{path / CONFIG_FILE} sets {odd}, which hadamard_lit's "
             f"{BY_TYPE[peft_type].strategy.__name__} cannot compute exactly; only the plain "
-            "method is loaded (list target_modules by name)"
+            "method is loaded"
         )
     return config
 
 
-def _patterns(value: Any) -> list[str] | None:
-    """peft's module selector (a list of names/suffixes, or one regex) as our patterns."""
-    if value is None:
-        return None
-    if isinstance(value, str):  # peft: a regex matched against the whole module name
-        return [f"re:{value}"]
-    return list(value)
+def _read_tensors(folder: str | os.PathLike[str]) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return {
+        k.removeprefix(PREFIX): v for k, v in load_file(str(Path(folder) / WEIGHTS_FILE)).items()
+    }
 
 
-def _saved_modules(model: nn.Module, names: list[str] | None) -> list[str]:
-    """The modules of ``model`` that peft's ``modules_to_save`` names (suffix matches;
-    peft adds ``classifier`` and ``score`` for classification whether the model has them)."""
-    wanted = list(dict.fromkeys(names or []))
-    return [
-        name
-        for name, _ in model.named_modules()
-        if name
-        and any(name == w or name.endswith("." + w) for w in wanted)
-        and not any(name.startswith(other + ".") for other in wanted if other != name)
-    ]
+def _split(method: PeftMethod, tensors: Mapping[str, Tensor]) -> tuple[dict, list[str]]:
+    """The folder's tensors as {adapted module: {peft local name: tensor}} and the names of
+    the others (the modules to save's parameters)."""
+    adapted: dict[str, dict[str, Tensor]] = {}
+    others = []
+    for name, value in tensors.items():
+        local = next((t for t in method.tensors.values() if name.endswith("." + t)), None)
+        if local is None:
+            others.append(name)
+        else:
+            adapted.setdefault(name[: -len(local) - 1], {})[local] = value
+    return adapted, others
 
 
-def strategy_from_peft(
-    folder: str | os.PathLike[str], model: nn.Module | None = None
-) -> AdapterStrategy:
+def strategy_from_peft(folder: str | os.PathLike[str]) -> AdapterStrategy:
     """Our strategy that computes what the peft adapter in ``folder`` computes.
 
-    With ``model``, ``modules_to_save`` is resolved to its module names (peft lists names a
-    model may not have); without, the task head default is kept.
+    What is adapted and what is trained in full are read from the folder's tensors (exact
+    module names), not from ``adapter_config.json``'s patterns, whose matching rules
+    differ from ours and which may name modules a model does not have; (IA)3's input
+    scaling from each vector's shape (``(1, in)``).
     """
     config = read_peft_config(folder)
     method = BY_TYPE[str(config["peft_type"]).upper()]
-    targets = _patterns(config.get("target_modules"))
-    saved = None if model is None else _saved_modules(model, config.get("modules_to_save"))
+    adapted, others = _split(method, _read_tensors(folder))
+    if not adapted:
+        raise AdapterFormatError(f"{folder}: {WEIGHTS_FILE} holds no {method.peft_type} tensor")
+    targets = sorted(adapted)
+    saved = sorted({name.rpartition(".")[0] for name in others})
     r = config.get("r")
     if method.peft_type == "LORA":
-        alpha = float(config.get("lora_alpha", r))
+        alpha = float(config.get("lora_alpha", 8))  # peft's default
         if config.get("use_rslora"):
             alpha *= math.sqrt(r)  # our scale alpha / r equals rsLoRA's lora_alpha / sqrt(r)
         dropout = float(config.get("lora_dropout", 0.0))
@@ -319,8 +367,13 @@ def strategy_from_peft(
     if method.peft_type == "HIRA":
         dropout = float(config.get("hira_dropout", 0.0))
         return HUT(targets, rank=r, alpha=float(r), dropout=dropout, modules_to_save=saved)
-    feedforward = _patterns(config.get("feedforward_modules")) or []
+    feedforward = [m for m in targets if _is_input_scale(adapted[m]["ia3_l"])]
     return IA3(targets, feedforward_modules=feedforward, modules_to_save=saved)
+
+
+def _is_input_scale(vector: Tensor) -> bool:
+    """peft's (IA)3 vector: ``(1, in)`` scales the input, ``(out, 1)`` the output."""
+    return vector.dim() == 2 and vector.shape[0] == 1 and vector.shape[1] != 1
 
 
 def load_peft_tensors(model: nn.Module, folder: str | os.PathLike[str]) -> None:
@@ -330,24 +383,25 @@ def load_peft_tensors(model: nn.Module, folder: str | os.PathLike[str]) -> None:
     Raises:
         ValueError: tensors missing or left over, or shapes that differ.
     """
-    from safetensors.torch import load_file
-
     record = get_adapter_record(model)
     method = method_for(record.strategy)
+    adapted, others = _split(method, tensors := _read_tensors(folder))
     back = {peft: ours for ours, peft in method.tensors.items()}
+    state: dict[str, Tensor] = {name: tensors[name] for name in others}
+    for module, locals_ in adapted.items():
+        layer = model.get_submodule(module) if module in record.adapted else None
+        for local, value in locals_.items():
+            if method.peft_type == "IA3" and isinstance(layer, AdapterLayer):
+                # Only the vector's own layout is a vector: (1, in) input, (out, 1) output.
+                if _is_input_scale(value) != bool(layer.scale_input):
+                    raise AdapterFormatError(
+                        f"{module}.ia3_l has shape {tuple(value.shape)}, but the layer scales "
+                        f"its {'input' if layer.scale_input else 'output'}"
+                    )
+                value = value.reshape(-1)
+            state[f"{module}.{back[local]}"] = value
     params = dict(model.named_parameters())
-    state: dict[str, Tensor] = {}
-    for key, value in load_file(str(Path(folder) / WEIGHTS_FILE)).items():
-        name = key.removeprefix(PREFIX)
-        for peft_name, ours in back.items():
-            if name.endswith("." + peft_name):
-                name = name[: -len(peft_name)] + ours
-                break
-        param = params.get(name)
-        if param is not None and value.numel() == param.numel():
-            # (IA)3's (out, 1) / (1, in) matrices are our vectors; other shapes are checked.
-            value = value.reshape(param.shape).to(param.dtype)
-        state[name] = value
+    state = {k: v.to(params[k].dtype) if k in params else v for k, v in state.items()}
     load_adapter_state_dict(model, state)
 
 
@@ -361,7 +415,7 @@ def load_peft_adapter(model: nn.Module, folder: str | os.PathLike[str]) -> Adapt
     Raises:
         FileNotFoundError, ValueError: see :func:`read_peft_config`, :func:`load_peft_tensors`.
     """
-    strategy = strategy_from_peft(folder, model)
+    strategy = strategy_from_peft(folder)
     strategy.apply(model)
     with torch.no_grad():
         load_peft_tensors(model, folder)

@@ -48,7 +48,7 @@ from hadamard_lit.interop.adapter_folders import (
 )
 from hadamard_lit.metrics import score_key
 from hadamard_lit.modules.checkpointing import MODEL_PREFIX, AdapterCheckpointing
-from hadamard_lit.modules.hparams import make_hparams_portable
+from hadamard_lit.modules.hparams import make_hparams_portable, strategy_config
 from hadamard_lit.modules.schedules import (
     LinearWarmupSchedule,
     LRSchedule,
@@ -190,6 +190,8 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
             model = self.build_model()
             if self.init_adapter_from is not None and is_adapter_folder(self.init_adapter_from):
                 self.adapter = adopt_folder_strategy(self.adapter, self.init_adapter_from, model)
+                # Checkpoints record the strategy that was applied, not the one configured.
+                self.hparams["adapter"] = strategy_config(self.adapter)
             self.adapter.apply(model)
             if self.init_adapter_from is not None:
                 self._load_adapter_from(model, self.init_adapter_from)

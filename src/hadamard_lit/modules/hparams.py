@@ -74,3 +74,11 @@ def make_hparams_portable(hparams: Any) -> None:
             del hparams[key]
     if portable:
         hparams["_instantiator"] = _INSTANTIATOR
+
+
+def strategy_config(strategy: AdapterStrategy) -> dict[str, Any]:
+    """``strategy`` as the ``class_path``/``init_args`` dict a checkpoint rebuilds it from."""
+    config = _as_config(strategy)
+    if config is None:
+        raise TypeError(f"{strategy!r} has init_args that are not plain values")
+    return config
