@@ -463,9 +463,11 @@ def progress_markdown(
     methods: Sequence[str],
     settings: Settings,
     lr_file: Path = LEARNING_RATES,
+    parts: list[dict[str, Any]] | None = None,
 ) -> str:
-    """How far the grid is: runs done per phase, CPU time spent, and the search's
-    validation scores so far (test scores are not shown before the table)."""
+    """How far the grid is: runs done per phase, CPU time spent, each finished part's wall
+    time, and the search's validation scores so far (test scores are not shown before the
+    table)."""
     done = {
         r.get("run_dir", "").rsplit("/", 1)[-1] for r in records if r.get("status") == "completed"
     }
@@ -489,6 +491,12 @@ def progress_markdown(
         + "): "
         + (f"{len(seeds & done)} of {len(seeds)} runs" if seeds else "waits for `select`"),
         f"- CPU time of the completed runs: {hours:.1f} h (one thread each); {len(failed)} failed",
+        *(
+            f"- part {part['phase']} {part['part']}: {part['runs']} runs in "
+            f"{part['wall_seconds'] / 60:.1f} min on {part['workers']} worker(s), "
+            f"finished {part['finished']}"
+            for part in parts or []
+        ),
         "",
         "Best validation score (x100) of each search run so far; `–` not run yet:",
         "",
@@ -605,7 +613,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         record["runs"] = collect(runs)
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RECORD_FILE, record)
-        text = progress_markdown(record["runs"], args.tasks, args.methods, settings, lr_file)
+        text = progress_markdown(
+            record["runs"], args.tasks, args.methods, settings, lr_file, record.get("parts")
+        )
         (output / PROGRESS_FILE).write_text(text)
         print(text)
         return record
