@@ -325,22 +325,21 @@ class HadamardCLI(LightningCLI):
             score = callback.best_model_score
             best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else ""
             print(f"Best checkpoint{best}: {callback.best_model_path}")
-        if folder is not None:
-            print(f"Run folder: {folder}")
+        self._say_run_folder(folder)
 
     def after_validate(self) -> None:
-        self._say_run_folder()
+        self._say_run_folder(self.trainer.log_dir)
 
     def after_test(self) -> None:
-        self._say_run_folder()
+        self._say_run_folder(self.trainer.log_dir)
 
     def after_predict(self) -> None:
-        self._say_run_folder()
+        self._say_run_folder(self.trainer.log_dir)
 
-    def _say_run_folder(self) -> None:
+    def _say_run_folder(self, folder: str | None) -> None:
         """The last line of every run: where its logs, config and checkpoints went (each
-        run gets the next ``version_N``, so the README's ``version_0`` is only the first)."""
-        folder = self.trainer.log_dir  # collective (a broadcast): every rank asks
+        run gets the next ``version_N``, so the README's ``version_0`` is only the first).
+        ``folder`` is ``trainer.log_dir``, which every rank must ask for (a broadcast)."""
         if self.trainer.is_global_zero and folder is not None:
             print(f"Run folder: {folder}")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from hadamard_lit.adapters import IA3, LoRA
+from hadamard_lit.adapters import IA3, AdaDHP, LoRA
 from hadamard_lit.interop.peft_format import AdapterFormatError
 from hadamard_lit.modules import SequenceClassificationModule
 from helpers.cli import bert_config, run
@@ -141,4 +141,9 @@ def test_merged_export_has_a_card_and_the_adapter_alone_beside_it(
     )
     again.configure_model()
     torch.testing.assert_close(logits(again, again.model), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(AdapterFormatError, match="configure the same method and options"):
+        SequenceClassificationModule(
+            backbone_config=TINY_BERT, tokenizer=minilm, task="sst2",
+            adapter=AdaDHP(target_modules=["query"]), init_adapter_from=str(adapter),
+        )  # fmt: skip
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temp left"

@@ -50,30 +50,23 @@ def is_adapter_folder(path: str | os.PathLike[str]) -> bool:
     return is_peft_folder(path) or (Path(path) / OURS_FILE).is_file()
 
 
-def save_adapter_folder(model: nn.Module, folder: Path) -> str:
+def save_adapter_folder(model: nn.Module, folder: Path, task_type: str | None = None) -> str:
     """Write ``model``'s adapter into ``folder`` (existing, empty): peft's format where
     peft has the method and is installed, else ours. Returns the format written."""
-    record = get_adapter_record(model)
-    try:
-        peft_format.method_for(record.strategy)
-        config = peft_format.peft_config(model)
-    except (ValueError, ImportError):
-        config = None
     from safetensors.torch import save_file
 
-    if config is not None:
-        config.save_pretrained(str(folder))
-        tensors = peft_format.peft_tensors(model)
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / peft_format.WEIGHTS_FILE))
+    from hadamard_lit.modules.hparams import strategy_config  # (modules import this module)
+
+    try:
+        peft_format.peft_folder_writer(model, task_type=task_type)(folder)
         return "peft"
-    strategy = record.strategy
+    except (AdapterFormatError, ImportError):
+        pass  # no peft equivalent, or no peft: our own format
+    record = get_adapter_record(model)
     description = {
         "format": "hadamard_lit",
         "hadamard_lit_version": __version__,
-        "strategy": {
-            "class_path": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
-            "init_args": strategy.init_args(),
-        },
+        "strategy": strategy_config(record.strategy),
         "adapted": list(record.adapted),
         "modules_to_save": list(record.modules_to_save),
     }
@@ -92,8 +85,18 @@ def check_adapter_folder(
         peft_format.read_peft_config(path)
         if configured is not None:
             check_folder_method(configured, path)
-    elif not (Path(path) / peft_format.WEIGHTS_FILE).is_file():
+        return
+    if not (Path(path) / peft_format.WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{path} has {OURS_FILE} but no {peft_format.WEIGHTS_FILE}")
+    if configured is not None:  # tensors of the same names but another scale would load
+        from hadamard_lit.modules.hparams import strategy_config
+
+        recorded = json.loads((Path(path) / OURS_FILE).read_text()).get("strategy")
+        if recorded != json.loads(json.dumps(strategy_config(configured), default=str)):
+            raise AdapterFormatError(
+                f"init_adapter_from={str(path)!r} holds {recorded} (its {OURS_FILE}); the "
+                f"run's adapter is {configured!r}: configure the same method and options"
+            )
 
 
 def check_folder_method(configured: AdapterStrategy, folder: str | os.PathLike[str]) -> None:
@@ -283,7 +286,9 @@ def export_module(
     adapter_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".adapter", dir=parent))
     try:
         if with_adapter:
-            save_adapter_folder(model, adapter_dir)
+            save_adapter_folder(
+                model, adapter_dir, peft_format.task_type_of(model, facts.auto_class)
+            )
         get_adapter_record(model).strategy.merge(model)
 
         def extra_merged(folder: Path) -> None:

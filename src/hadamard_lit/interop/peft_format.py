@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,18 +250,35 @@ def save_peft_adapter(
         ImportError: peft is not installed (nothing is written).
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
     """
-    from safetensors.torch import save_file
-
-    config = peft_config(model, base_model_name_or_path, task_type)  # refuses before writing
-    tensors = peft_tensors(model, config.task_type)
+    write_adapter = peft_folder_writer(model, base_model_name_or_path, task_type)
 
     def write(folder: Path) -> None:
-        config.save_pretrained(str(folder))
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
+        write_adapter(folder)
         if extra is not None:
             extra(folder)
 
     return write_folder_atomic(output_dir, write, overwrite)
+
+
+def peft_folder_writer(
+    model: nn.Module, base_model_name_or_path: str | None = None, task_type: str | None = None
+) -> Callable[[Path], None]:
+    """What writes ``model``'s adapter as a peft folder into a given (empty) folder; the
+    config and tensors are made now, so a method peft lacks is refused before any writing.
+
+    Raises:
+        AdapterFormatError, ImportError: see :func:`peft_config`.
+    """
+    from safetensors.torch import save_file
+
+    config = peft_config(model, base_model_name_or_path, task_type)
+    tensors = {k: v.cpu() for k, v in peft_tensors(model, config.task_type).items()}
+
+    def write(folder: Path) -> None:
+        config.save_pretrained(str(folder))
+        save_file(tensors, str(folder / WEIGHTS_FILE))
+
+    return write
 
 
 def _import_peft() -> Any:
