@@ -6,8 +6,9 @@ Three signals end a training job on SLURM:
   ``--signal_delay_s``): submitit calls :meth:`TrainingJob.checkpoint`, requeues the job
   and exits. **USR1**, the signal Lightning's own SLURM support uses, is handled the same
   way under ``submit`` (:func:`usr1_requeues_like_usr2`).
-* **SIGTERM**: ``scancel``, preemption and ``scontrol requeue`` all send it first; Lightning
-  stops at the next batch. Whether SLURM requeued the job is asked of SLURM then
+* **SIGTERM**: ``scancel``, preemption and ``scontrol requeue`` all send it first; under
+  submitit the job waits a few seconds for a preemption's USR2
+  (:func:`sigterm_waits_for_usr2`), then Lightning stops at the next batch. Whether SLURM requeued the job is asked of SLURM then
   (:func:`slurm_requeued`: the job's restart count went up).
 * USR1 outside ``submit``, where nothing would requeue it, ends the run as
   :class:`StoppedBySignal` instead of killing the process without a record.
@@ -24,6 +25,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +105,40 @@ def usr1_requeues_like_usr2() -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous if previous is not None else signal.SIG_DFL)
 
 
+#: How long a SIGTERM under submitit waits for the USR2 that a preemption sends after it.
+PREEMPTION_GRACE_S = 5.0
+
+
+@contextlib.contextmanager
+def sigterm_waits_for_usr2(grace_s: float = PREEMPTION_GRACE_S) -> Iterator[None]:
+    """Under submitit: after a SIGTERM, give the preemption's USR2 ``grace_s`` to arrive.
+
+    A preemption sends SIGTERM, then USR2; slurmd may deliver the second a second or more
+    later. Lightning stops at the next batch on SIGTERM, so without the wait a run with
+    fast batches ends ``stopped`` before USR2 arrives, and nothing requeues it. When USR2
+    comes during the wait, submitit's handler runs inside this one (checkpoint, requeue,
+    exit). ``scancel`` and ``scontrol requeue`` send no USR2 and cost ``grace_s`` (SLURM's
+    KillWait, 30 s by default, is far longer).
+    """
+    if threading.current_thread() is not threading.main_thread() or not callable(
+        signal.getsignal(signal.SIGUSR2)
+    ):
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if callable(previous):
+            previous(signum, frame)  # submitit's: it notes and bypasses SIGTERM
+        time.sleep(grace_s)  # a USR2 handler that requeues raises SystemExit out of here
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def note_requeue() -> None:
     """Called by :meth:`TrainingJob.checkpoint`: submitit is about to requeue the job (on
     USR2, its signal, or USR1 passed on to it)."""
@@ -129,10 +165,21 @@ def ending(error: BaseException, step: int | None) -> dict[str, Any]:
     at = f" at step {step}" if step is not None else ""
     resumes = "it resumes from checkpoints/last.ckpt when SLURM runs it again"
     if RECORD.requeue_signal is not None:
+        # submitit exits (SystemExit) only after `scontrol requeue` succeeded; anything else
+        # (the requeue command failed or was killed, or the job timed out too many times)
+        # means no new attempt will come, so the record must not say it will.
+        if isinstance(error, SystemExit) or slurm_requeued():
+            return {
+                "status": REQUEUED,
+                "error": f"requeued by signal {RECORD.requeue_signal}{at} (timed out or "
+                f"preempted): {resumes}",
+            }
         return {
-            "status": REQUEUED,
-            "error": f"requeued by signal {RECORD.requeue_signal}{at} (timed out or "
-            f"preempted): {resumes}",
+            "status": FAILED,
+            "error": f"signal {RECORD.requeue_signal}{at} asked for a requeue, but it did not "
+            f"happen ({type(error).__name__}: {error}); resubmit with `submit --resume` to "
+            "continue from checkpoints/last.ckpt",
+            "traceback": traceback.format_exc(),
         }
     if "SIGTERM" in RECORD.received:
         if slurm_requeued():

@@ -36,6 +36,7 @@ from hadamard_lit.job_signals import (
     ending,
     note_requeue,
     recording_signals,
+    sigterm_waits_for_usr2,
     usr1_requeues_like_usr2,
 )
 from hadamard_lit.run_status import COMPLETED, RUNNING, where_it_runs
@@ -317,7 +318,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __call__(
         self, args: Sequence[str], run_dir: str, labels: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        with usr1_requeues_like_usr2():
+        with usr1_requeues_like_usr2(), sigterm_waits_for_usr2():
             return run(list(args), run_dir, distributed=self.distributed, labels=labels)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:

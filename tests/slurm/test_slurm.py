@@ -286,6 +286,21 @@ def _start_now(job_id: str) -> None:
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
 
 
+def _preempt(job: Any) -> None:
+    """Preempt as SLURM does: SIGTERM (submitit bypasses it), then USR2 (checkpoint, requeue).
+
+    submitit's ``job._interrupt()`` sends both at once, and slurmd may deliver them in either
+    order: a SIGTERM that lands after USR2 kills the ``scontrol requeue`` child process.
+    Waiting for the bypass makes the order the one a real preemption has.
+    """
+    subprocess.run(["scancel", job.job_id, "--signal", "SIGTERM"], check=True)
+    log = Path(str(job.paths.stdout))
+    _wait_for(
+        lambda: log.is_file() and "Bypassing signal SIGTERM" in log.read_text(), 60, "SIGTERM"
+    )
+    subprocess.run(["scancel", job.job_id, "--signal", "USR2"], check=True)
+
+
 def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
     cluster: str, tmp_path: Path
 ) -> None:
@@ -308,7 +323,7 @@ def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
         not (interrupted_dir / RESULTS_FILE).is_file()
         or json.loads((interrupted_dir / RESULTS_FILE).read_text())["status"] == "running"
     )
-    interrupted._interrupt(timeout=False)  # scancel --signal SIGTERM, then USR2
+    _preempt(interrupted)
     _wait_until_held(interrupted.job_id)
     held = json.loads((interrupted_dir / RESULTS_FILE).read_text())
     assert held["status"] == "requeued", held  # not "failed" while SLURM holds it

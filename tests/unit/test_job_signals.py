@@ -1,0 +1,90 @@
+"""What a run that a signal ended records (job_signals.ending), without a cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from hadamard_lit import job_signals
+from hadamard_lit.run_status import FAILED, REQUEUED, STOPPED
+
+
+@pytest.fixture
+def usr2_asked_for_a_requeue(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # slurm_requeued() cannot say yes
+    monkeypatch.setattr(job_signals, "RECORD", job_signals.SignalRecord(received=["USR2"]))
+    job_signals.note_requeue()
+    return job_signals.RECORD
+
+
+def test_submitit_exit_after_the_requeue_reads_requeued(usr2_asked_for_a_requeue) -> None:
+    record = job_signals.ending(SystemExit(-1), step=5)
+    assert record["status"] == REQUEUED
+    assert record["error"].startswith("requeued by signal USR2 at step 5")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # The requeue command killed by the preemption's own SIGTERM (seen on a real cluster).
+        subprocess.CalledProcessError(-15, ["scontrol", "requeue", "8"]),
+        # submitit gives up after too many timeouts.
+        RuntimeError("Job not requeued because: timed-out too many times."),
+    ],
+)
+def test_a_requeue_that_did_not_happen_never_reads_requeued(
+    usr2_asked_for_a_requeue, error: BaseException
+) -> None:
+    record = job_signals.ending(error, step=5)
+    assert record["status"] == FAILED
+    assert "asked for a requeue, but it did not happen" in record["error"]
+    assert type(error).__name__ in record["error"] and "submit --resume" in record["error"]
+
+
+def test_sigterm_without_slurm_reads_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr(job_signals, "RECORD", job_signals.SignalRecord(received=["SIGTERM"]))
+    record = job_signals.ending(KeyboardInterrupt(), step=3)
+    assert record == {"status": STOPPED, "error": "stopped by SIGTERM at step 3"}
+
+
+@pytest.fixture
+def submitit_like_usr2(monkeypatch: pytest.MonkeyPatch):
+    """A USR2 handler that requeues and exits, as submitit's does; restored afterwards."""
+    calls: list[str] = []
+
+    def requeue_and_exit(signum, frame) -> None:
+        calls.append("requeue")
+        raise SystemExit(-1)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+    signal.signal(signal.SIGUSR2, requeue_and_exit)
+    signal.signal(signal.SIGTERM, lambda signum, frame: calls.append("bypass SIGTERM"))
+    yield calls
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def test_sigterm_under_submitit_waits_for_the_preemptions_usr2(submitit_like_usr2) -> None:
+    later = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2))
+    started = time.monotonic()
+    with job_signals.sigterm_waits_for_usr2(grace_s=30), pytest.raises(SystemExit):
+        later.start()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the training loop: the handlers interrupt it
+    assert submitit_like_usr2 == ["bypass SIGTERM", "requeue"]
+    assert time.monotonic() - started < 10
+
+
+def test_sigterm_without_usr2_goes_on_after_the_grace(submitit_like_usr2) -> None:
+    started = time.monotonic()
+    with job_signals.sigterm_waits_for_usr2(grace_s=0.3):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert 0.3 <= time.monotonic() - started < 10
+    assert submitit_like_usr2 == ["bypass SIGTERM"]
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the previous one, restored
