@@ -8,8 +8,9 @@ Three signals end a training job on SLURM:
   way under ``submit`` (:func:`usr1_requeues_like_usr2`).
 * **SIGTERM**: ``scancel``, preemption and ``scontrol requeue`` all send it first; under
   submitit the job waits a few seconds for a preemption's USR2
-  (:func:`sigterm_waits_for_usr2`), then Lightning stops at the next batch. Whether SLURM requeued the job is asked of SLURM then
-  (:func:`slurm_requeued`: the job's restart count went up).
+  (:func:`sigterm_waits_for_usr2`), then Lightning stops at the next batch. Whether SLURM
+  requeued the job is asked of SLURM then (:func:`slurm_requeued`: the job's restart count
+  went up).
 * USR1 outside ``submit``, where nothing would requeue it, ends the run as
   :class:`StoppedBySignal` instead of killing the process without a record.
 
