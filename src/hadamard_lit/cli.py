@@ -39,7 +39,10 @@ from hadamard_lit.callbacks import DivergenceGuard, PredictionWriter, SelectionA
 from hadamard_lit.callbacks.divergence import TrainingDiverged
 from hadamard_lit.cli_parser import HadamardArgumentParser
 from hadamard_lit.interop.adapter_folders import ExportFormat
-from hadamard_lit.interop.model_card import selection_from_checkpoint
+from hadamard_lit.interop.model_card import (
+    selection_from_checkpoint,
+    validation_from_checkpoint,
+)
 from hadamard_lit.interop.peft_format import AdapterFormatError
 from hadamard_lit.metrics import VAL_SCORE
 from hadamard_lit.modules.base import AdapterModule
@@ -151,9 +154,9 @@ class HadamardTrainer(Trainer):
             with_adapter: with ``merged``, also the adapter alone in ``adapter/``
                 (safetensors; peft's format where peft has the method).
 
-        The model card (``README.md``) takes the run's metrics and config from the run
-        folder the checkpoint is in (``RUN/checkpoints/x.ckpt``), and AdaDHP's selection
-        result from the checkpoint.
+        The model card (``README.md``) takes the run's config and test metrics from the run
+        folder the checkpoint is in (``RUN/checkpoints/x.ckpt``), and the checkpoint's own
+        validation metrics and AdaDHP's selection result from the checkpoint.
         """
         if not isinstance(model, AdapterModule):
             raise TypeError(f"export needs an AdapterModule, got {type(model).__name__}")
@@ -179,6 +182,7 @@ class HadamardTrainer(Trainer):
             selection=selection_from_checkpoint(checkpoint),
             run_dir=run_folder_of(ckpt_path),
             checkpoint=Path(ckpt_path).name,
+            validation=validation_from_checkpoint(checkpoint),
         )
         if self.is_global_zero:
             how = "as a peft adapter" if format == "peft" else "merged"

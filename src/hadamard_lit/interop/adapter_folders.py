@@ -204,6 +204,7 @@ def card_facts(
     selection: dict[str, Any] | None = None,
     run_dir: Path | None = None,
     checkpoint: str | None = None,
+    validation: dict[str, Any] | None = None,
 ) -> CardFacts:
     """The model card's facts about ``module`` (adapted, not yet merged)."""
     from hadamard_lit.adapters.state import count_parameters, count_trainable_parameters
@@ -227,6 +228,7 @@ def card_facts(
         run_dir=None if run_dir is None else str(run_dir),
         base_kwargs=_base_kwargs(model),
         checkpoint=checkpoint,
+        validation=validation,
     )
 
 
@@ -247,6 +249,7 @@ def export_module(
     selection: dict[str, Any] | None = None,
     run_dir: Path | None = None,
     checkpoint: str | None = None,
+    validation: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``module`` to ``output_dir`` with a model card, all or nothing.
 
@@ -263,7 +266,7 @@ def export_module(
     check_output_dir(output_dir, overwrite)
     module.configure_model()
     model = module.model
-    facts = card_facts(module, format, selection, run_dir, checkpoint)
+    facts = card_facts(module, format, selection, run_dir, checkpoint, validation)
     name = Path(output_dir).resolve().name
     tokenizer = module.tokenizer
     if format == "peft":

@@ -55,6 +55,18 @@ class CardFacts:
     checkpoint: str | None = None
     #: The transformers auto class that loads the base (``AutoModelForSeq2SeqLM``).
     auto_class: str | None = None
+    #: The checkpoint's own validation (:func:`validation_from_checkpoint`): what these
+    #: weights scored, where ``metrics`` holds the run's last logged values.
+    validation: dict[str, Any] | None = None
+
+    @property
+    def card_metrics(self) -> dict[str, float]:
+        """The metrics the card reports: the checkpoint's validation where it has one (a
+        best checkpoint's, not the run's last), and the run's test metrics."""
+        if not self.validation:
+            return dict(self.metrics)
+        tests = {k: v for k, v in self.metrics.items() if k.startswith("test/")}
+        return {**self.validation["metrics"], **tests}
 
     @property
     def hub_base_model(self) -> str | None:
@@ -83,6 +95,19 @@ def last_metrics(run_dir: Path) -> dict[str, float]:
     return {k: v for k, v in found.items() if math.isfinite(v)}
 
 
+def validation_from_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The last validation before the checkpoint was saved: ``{"step", "metrics",
+    "checkpoint_step"}`` (``None``: saved before any validation, or by an older hadamard_lit)."""
+    record = (checkpoint.get("hadamard_lit") or {}).get("validation")
+    if not isinstance(record, Mapping) or not record.get("metrics"):
+        return None
+    return {
+        "step": record.get("step"),
+        "metrics": {k: float(v) for k, v in record["metrics"].items()},
+        "checkpoint_step": checkpoint.get("global_step"),
+    }
+
+
 def selection_from_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     """AdaDHP's selection result from a checkpoint's callback states (``None``: no
     selection ran)."""
@@ -109,7 +134,8 @@ def render(facts: CardFacts, folder_name: str) -> str:
         "pipeline_tag": pipeline,
         "tags": tags,
     }
-    if facts.metrics and facts.task:
+    metrics = facts.card_metrics
+    if metrics and facts.task:
         meta["model-index"] = [
             {
                 "name": folder_name,
@@ -119,7 +145,7 @@ def render(facts: CardFacts, folder_name: str) -> str:
                         "dataset": {"name": facts.task, "type": facts.task},
                         "metrics": [
                             {"name": k, "type": k.replace("/", "_"), "value": round(v, 6)}
-                            for k, v in sorted(facts.metrics.items())
+                            for k, v in sorted(metrics.items())
                         ],
                     }
                 ],
@@ -179,13 +205,26 @@ def _selection(selection: Mapping[str, Any]) -> str:
 
 
 def _results(facts: CardFacts) -> str:
-    if not facts.metrics:
+    if not facts.card_metrics:
         where = f" in `{facts.run_dir}`" if facts.run_dir else ""
         return f"## Results\n\nNo metrics were found{where} (no `metrics.csv` beside the run).\n"
-    source = f" This folder was exported from `{facts.checkpoint}`." if facts.checkpoint else ""
-    lines = ["## Results\n", f"Last value logged by the run (scores are fractions).{source}\n",
-             "| metric | value |", "|---|---|"]  # fmt: skip
-    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(facts.metrics.items())]
+    lines = ["## Results\n"]
+    source = f"`{facts.checkpoint}`" if facts.checkpoint else "the checkpoint"
+    if facts.validation:
+        saved = facts.validation.get("checkpoint_step")
+        lines.append(
+            f"Validation of these weights ({source}: the last validation before it was saved, "
+            f"at optimizer step {facts.validation.get('step')}"
+            + (f"; saved at step {saved}" if saved is not None else "")
+            + "). Test metrics, if any, are the last the run logged. Scores are fractions.\n"
+        )
+    else:
+        lines.append(
+            f"Last value logged by the run (scores are fractions). This folder was exported "
+            f"from {source}, which may be an earlier point of the run.\n"
+        )
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(facts.card_metrics.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -262,6 +262,8 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
 
     def on_validation_epoch_end(self) -> None:
         self.log_metrics("val")
+        if not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step  # the checkpoints name it beside the metrics
 
     def on_test_epoch_end(self) -> None:
         self.log_metrics("test")
@@ -360,6 +362,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         selection: dict[str, Any] | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         checkpoint: str | None = None,
+        validation: dict[str, Any] | None = None,
     ) -> Path:
         """Save the trained model with a model card (``README.md``), all or nothing.
 
@@ -368,8 +371,10 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         place, so afterwards ``self.model`` is a plain model. ``with_adapter`` also writes
         the adapter alone in ``adapter/`` (peft's format where peft has the method).
         ``peft``: a peft adapter folder (LoRA, (IA)3, HUT) for ``PeftModel.from_pretrained``.
-        ``selection`` (AdaDHP's result), ``run_dir`` (its metrics and config) and
-        ``checkpoint`` (its name) go into the card. See :func:`hadamard_lit.interop.adapter_folders.export_module`.
+        ``selection`` (AdaDHP's result), ``run_dir`` (its metrics and config),
+        ``checkpoint`` (its name) and ``validation`` (the checkpoint's own validation
+        metrics, :func:`~hadamard_lit.interop.model_card.validation_from_checkpoint`) go
+        into the card. See :func:`hadamard_lit.interop.adapter_folders.export_module`.
 
         Raises:
             FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False (checked
@@ -385,6 +390,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
             selection=selection,
             run_dir=None if run_dir is None else Path(run_dir),
             checkpoint=checkpoint,
+            validation=validation,
         )
 
 

@@ -11,6 +11,7 @@ DeepSpeed's directory with the adapter in its client state) is asked of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +43,8 @@ class AdapterCheckpointing(LightningModule):
 
     model: Any
     adapter: Any
+    #: The global step of the last validation (set by the module; not during the sanity check).
+    validated_at_step: int | None = None
 
     def adapter_checkpoint_state(self) -> dict[str, Tensor]:
         """What a checkpoint stores: the adapter state dict under the ``model.`` prefix."""
@@ -74,8 +77,23 @@ class AdapterCheckpointing(LightningModule):
             # Where dropout's random stream stands: a mid-epoch resume takes it up again.
             "rng": rng_state(self._trainer),
         }
+        validation = self._validation_record()
+        if validation is not None:  # the model card of an export from this checkpoint shows it
+            checkpoint["hadamard_lit"]["validation"] = validation
         if is_deepspeed(strategy):
             checkpoint[CLIENT_STATE_KEY] = state
+
+    def _validation_record(self) -> dict[str, Any] | None:
+        """The last validation before this checkpoint: its step and ``val/*`` metrics."""
+        step = self.validated_at_step
+        if self._trainer is None or step is None:
+            return None
+        metrics = {}
+        for key, value in self._trainer.callback_metrics.items():
+            number = float(value)
+            if key.startswith("val/") and math.isfinite(number):
+                metrics[key] = number
+        return {"step": int(step), "metrics": metrics} if metrics else None
 
     def check_checkpoint_record(self, checkpoint: dict[str, Any]) -> None:
         """Where the strategy restored the weights itself (FSDP2, DeepSpeed), check the
