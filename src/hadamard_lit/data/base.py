@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from hadamard_lit.data.collate import PadCollator
+from hadamard_lit.data.eval_sharding import EqualShareSampler, MarkedCopies
 from hadamard_lit.data.loaders import EpochShuffleSampler, ResumableLoader
 from hadamard_lit.data.sources import load_hub_split, load_local_split, resolve_data_dir
 
@@ -223,6 +224,12 @@ class TokenizedDataModule(LightningDataModule):
             "persistent_workers": self.options.num_workers > 0,
         }
         if not train:
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1 and name != "predict":
+                # Equal shares, the padding copies marked (predict: Lightning pads nothing).
+                shares = EqualShareSampler(dataset, trainer.world_size, trainer.global_rank)
+                return DataLoader(MarkedCopies(dataset), batch_size=self.eval_batch_size,
+                                  sampler=shares, **common)  # fmt: skip
             return DataLoader(dataset, batch_size=self.eval_batch_size, **common)
         seed = self._shuffle_seed()
         sampler = EpochShuffleSampler(len(dataset), seed, self._current_epoch)

@@ -26,6 +26,8 @@ class Batch(TypedDict, total=False):
         answers: the gold final answers of math problems, as strings.
         row_id: each row's id in its split (the split's ``idx`` where it has one, else its
             position), which predictions are written against.
+        eval_copy: 1 on the rows that only pad a process's share of an evaluation split
+            (several processes; :mod:`~hadamard_lit.data.eval_sharding`): never scored.
     """
 
     input_ids: Tensor
@@ -36,6 +38,7 @@ class Batch(TypedDict, total=False):
     group: Tensor
     answers: list[str]
     row_id: Tensor
+    eval_copy: Tensor
 
 
 #: Keys the backbones' forward takes, in the order the modules pass them.

@@ -26,7 +26,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from transformers import AutoModel, PreTrainedTokenizerBase
 
 from hadamard_lit.adapters import (
@@ -157,6 +157,12 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         )
         self.model: Any = None  # the transformers model, built in configure_model
         self.metrics = nn.ModuleDict()
+        # The evaluation loss, averaged over the rows of every process (see log_eval_loss).
+        # A NaN loss stays NaN (a diverged run must not look fine); "disable" would also
+        # drop the weights (torchmetrics 1.9 replaces them by ones).
+        self.eval_losses = nn.ModuleDict(
+            {stage: MeanMetric(nan_strategy=float("nan")) for stage in ("val", "test")}
+        )
         self.trainable_params: int | None = None
         self._hf_deepspeed_config: Any = None  # see parallel.strategies.transformers_zero3_config
 
@@ -249,6 +255,15 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         loss = self.model(**self.model_inputs(batch)).loss
         self.log("train/loss", loss, prog_bar=True, batch_size=_batch_size(batch))
         return loss
+
+    def log_eval_loss(self, stage: Stage, loss: Tensor, rows: int) -> None:
+        """Log ``stage``'s loss of a batch of ``rows`` scored rows: the epoch's value is the
+        mean over every process's rows. A torchmetrics mean, not ``self.log(sync_dist=True)``,
+        whose average of the processes' row counts is an integer division under gloo (5
+        rows on 2 processes were counted as 4). A batch of padding copies adds weight 0."""
+        mean = self.eval_losses[stage]
+        mean.update(loss.detach() if rows else loss.new_zeros(()), weight=rows)
+        self.log(f"{stage}/loss", mean)
 
     def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Update ``self.metrics[stage]`` from one batch (validation and test share it)."""

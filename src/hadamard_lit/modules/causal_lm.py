@@ -16,6 +16,7 @@ from torchmetrics import MetricCollection
 from transformers import AutoModelForCausalLM
 
 from hadamard_lit.data.batch import Batch
+from hadamard_lit.data.eval_sharding import scored_rows
 from hadamard_lit.modules.base import AdapterModule, Stage
 
 AnswerFormat = Literal["auto", "gsm8k", "boxed", "last_number"]
@@ -104,8 +105,13 @@ class CausalLMModule(AdapterModule):
 
     def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Generate, extract the answers and score them against ``batch["answers"]``."""
-        predictions = self.extract(self.generate_answers(batch))
-        self.stage_metrics(stage).update(predictions, list(batch["answers"]))
+        predictions, answers = self.extract(self.generate_answers(batch)), list(batch["answers"])
+        keep = scored_rows(batch)
+        if keep is not None:  # padding copies of rows another process scores
+            predictions = [p for p, k in zip(predictions, keep.tolist(), strict=True) if k]
+            answers = [a for a, k in zip(answers, keep.tolist(), strict=True) if k]
+        if answers:
+            self.stage_metrics(stage).update(predictions, answers)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         """Each problem's id, generated solution and the answer read from it."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from transformers import AutoModelForSequenceClassification
 
 from hadamard_lit.data.batch import Batch
+from hadamard_lit.data.eval_sharding import scored_rows
 from hadamard_lit.modules.base import AdapterModule, Stage, _batch_size
 from hadamard_lit.modules.nlu import NLUTaskMixin
 
@@ -63,7 +65,16 @@ class SequenceClassificationModule(NLUTaskMixin, AdapterModule):
     def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Loss and the task's metrics on one batch."""
         outputs = self.model(**self.model_inputs(batch))
-        self.log(f"{stage}/loss", outputs.loss, batch_size=_batch_size(batch))
+        keep = scored_rows(batch)
+        if keep is None:
+            self.log_eval_loss(stage, outputs.loss, _batch_size(batch))
+        else:  # the loss of the scored rows only: the others are padding copies
+            logits, labels = outputs.logits[keep], batch["labels"][keep]
+            if logits.shape[-1] == 1:  # transformers' regression loss
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+            self.log_eval_loss(stage, loss, int(keep.sum()))
         self.update_metrics(stage, self.predictions(outputs.logits), batch)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from hadamard_lit.data.batch import Batch
+from hadamard_lit.data.eval_sharding import scored_rows
 from hadamard_lit.modules.base import Stage
 
 if TYPE_CHECKING:
@@ -50,6 +51,12 @@ class NLUTaskMixin:
         """Update ``stage``'s metrics; ``group`` reaches the metrics that take it (MultiRC)."""
         target = batch["target"] if "target" in batch else batch["labels"]
         group = batch.get("group")
+        keep = scored_rows(batch)
+        if keep is not None:  # a padding copy of a row another process scores
+            if not bool(keep.any()):
+                return  # torchmetrics cannot take an empty update
+            preds, target = preds[keep], target[keep]
+            group = None if group is None else group[keep]
         if group is None:
             self.stage_metrics(stage).update(preds, target)
         else:

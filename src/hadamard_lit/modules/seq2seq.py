@@ -15,6 +15,8 @@ from torchmetrics import MetricCollection
 from transformers import AutoModelForSeq2SeqLM
 
 from hadamard_lit.data.batch import Batch
+from hadamard_lit.data.collate import IGNORE_INDEX
+from hadamard_lit.data.eval_sharding import scored_rows
 from hadamard_lit.modules.base import AdapterModule, Stage, _batch_size
 from hadamard_lit.modules.nlu import NLUTaskMixin
 
@@ -63,8 +65,12 @@ class Seq2SeqModule(NLUTaskMixin, AdapterModule):
 
     def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Loss on the targets, then greedy generation scored by the task's metrics."""
-        loss = self.model(**self.model_inputs(batch)).loss
-        self.log(f"{stage}/loss", loss, batch_size=_batch_size(batch))
+        inputs = self.model_inputs(batch)
+        keep = scored_rows(batch)
+        if keep is not None:  # padding copies (several processes) add nothing to the loss
+            inputs["labels"] = inputs["labels"].masked_fill(~keep[:, None], IGNORE_INDEX)
+        rows = _batch_size(batch) if keep is None else int(keep.sum())
+        self.log_eval_loss(stage, self.model(**inputs).loss, rows)
         preds = self.predictions(self.generate_text(batch), batch["target"].device)
         self.update_metrics(stage, preds, batch)
 
