@@ -504,3 +504,25 @@ def test_training_order_depends_only_on_seed_and_epoch() -> None:
     resumed.set_epoch(2)
     assert list(resumed) == orders[2]
     assert list(EpochShuffleSampler(50, seed=3, epoch=lambda: 1)) == orders[1]
+
+
+def test_t5_prompts_shorten_the_longest_field_not_the_last(shared_data: Path, t5: Any) -> None:
+    """RTE's long premises pushed the hypothesis out of 40 of 277 validation prompts at 128
+    tokens when the prompt's end was cut; the premise is shortened instead."""
+    from hadamard_lit.data.nlu import fitted_prompts
+    from hadamard_lit.data.tasks import get_task
+
+    spec = get_task("rte")
+    rows = [json.loads(line) for line in (shared_data / "glue/rte/validation.jsonl").open()]
+    prompts = fitted_prompts(rows, spec, t5, 128)
+    encoded = t5(prompts, max_length=128, truncation=True)["input_ids"]
+    cut = [i for i, row in enumerate(rows) if len(t5(spec.prompt(row))["input_ids"]) > 128]
+    assert len(cut) >= 40  # the rows the old cut hurt
+    for i, row in enumerate(rows):
+        assert len(encoded[i]) <= 128
+        if i not in cut:
+            assert prompts[i] == spec.prompt(row)  # what fits stays as it was
+            continue
+        text = t5.decode(encoded[i], skip_special_tokens=True)
+        hypothesis = t5.decode(t5(row["sentence2"], add_special_tokens=False)["input_ids"])
+        assert text.endswith(f"sentence2: {hypothesis}"), (i, text[-120:])

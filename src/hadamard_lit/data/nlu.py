@@ -228,7 +228,8 @@ def encode_text_to_text(
 ) -> dict[str, list[Any]]:
     """A batch of raw rows as T5 prompts and target ids (``datasets.map``, batched)."""
     rows = rows_of(batch)
-    inputs = tokenizer([spec.prompt(row) for row in rows], max_length=max_length, truncation=True)
+    inputs = tokenizer(fitted_prompts(rows, spec, tokenizer, max_length),
+                       max_length=max_length, truncation=True)  # fmt: skip
     out = {
         "input_ids": inputs["input_ids"],
         "attention_mask": inputs["attention_mask"],
@@ -244,6 +245,42 @@ def encode_text_to_text(
         )
         out.update(labels=labels["input_ids"], target=targets)
     return out
+
+
+def fitted_prompts(
+    rows: list[dict[str, Any]], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> list[str]:
+    """Each row's prompt, within ``max_length`` tokens by shortening its longest field.
+
+    Cutting the prompt's end instead would drop its last field: RTE's hypothesis, after a
+    long premise, was gone from 40 of 277 validation prompts at 128 tokens. Prompts that
+    fit are the plain :meth:`TaskSpec.prompt`.
+    """
+    prompts = [spec.prompt(row) for row in rows]
+    for i, ids in enumerate(tokenizer(prompts)["input_ids"]):
+        if len(ids) > max_length:
+            prompts[i] = _shorten_longest_field(rows[i], spec, tokenizer, max_length)
+    return prompts
+
+
+def _shorten_longest_field(
+    row: dict[str, Any], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> str:
+    texts = spec.prompt_texts(row)
+    prompt = spec.prompt(row, texts)
+
+    def tokens(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    for _ in range(3):  # a decoded cut can tokenise a token or two longer than counted
+        over = len(tokenizer(prompt)["input_ids"]) - max_length
+        if over <= 0:
+            break
+        longest = max(texts, key=lambda key: len(tokens(texts[key])))
+        ids = tokens(texts[longest])
+        texts[longest] = tokenizer.decode(ids[: max(len(ids) - over, 0)]).strip()
+        prompt = spec.prompt(row, texts)
+    return prompt  # anything still over is cut at the end by the tokenizer
 
 
 def encode_classification(

@@ -97,10 +97,16 @@ class TaskSpec:
         """The row with its derived text keys added."""
         return {**row, **self.derive(row)} if self.derive is not None else dict(row)
 
-    def prompt(self, row: Row) -> str:
-        """The T5 text-to-text input, e.g. ``"mnli hypothesis: ... premise: ..."``."""
+    def prompt_texts(self, row: Row) -> dict[str, str]:
+        """The cleaned text of each of the prompt's fields, by key."""
         texts = self.texts(row)
-        fields = " ".join(f"{shown}: {_clean(texts[key])}" for shown, key in self.prompt_fields)
+        return {key: _clean(texts[key]) for _, key in self.prompt_fields}
+
+    def prompt(self, row: Row, texts: dict[str, str] | None = None) -> str:
+        """The T5 text-to-text input, e.g. ``"mnli hypothesis: ... premise: ..."``
+        (``texts``: the fields' texts to use instead of the row's, e.g. shortened)."""
+        texts = self.prompt_texts(row) if texts is None else texts
+        fields = " ".join(f"{shown}: {texts[key]}" for shown, key in self.prompt_fields)
         return f"{self.name} {fields}"
 
     def classification_texts(self, row: Row) -> tuple[str, str | None]:
