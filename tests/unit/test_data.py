@@ -403,6 +403,26 @@ def test_gsm8k_training_batches_mask_the_prompt(shared_data: Path, t5: Any) -> N
         assert "####" in solution and "<<" not in solution  # calculator annotations stripped
 
 
+def test_gsm8k_solutions_cut_at_max_length_are_named(
+    shared_data: Path, t5: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A solution cut at max_length loses '#### N' and EOS: the model would learn never to
+    answer. Said once, with the count and the length that would fit."""
+    kwargs = dict(data_dir=str(shared_data), batch_size=4, max_train_samples=8)
+    with caplog.at_level(logging.WARNING):
+        MathDataModule("gsm8k", t5, max_length=384, **kwargs).setup("fit")
+    assert "solutions are cut" not in caplog.text
+    dm = MathDataModule("gsm8k", t5, max_length=150, **kwargs)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    (line,) = [r.getMessage() for r in caplog.records if "solutions are cut" in r.getMessage()]
+    cut = [ids for ids in dm.datasets["train"]["input_ids"] if ids[-1] != t5.eos_token_id]
+    kept = len(dm.datasets["train"])  # rows whose prompt alone fills 150 are dropped
+    assert line.startswith(f"{len(cut)} of {kept} training solutions are cut at max_length=150")
+    assert cut and "raise max_length" in line
+    assert "full_length" not in dm.datasets["train"].column_names
+
+
 def test_gsm8k_evaluation_batches(shared_data: Path, t5: Any) -> None:
     dm = MathDataModule(
         "gsm8k", t5, data_dir=str(shared_data), eval_batch_size=4, max_eval_samples=4
@@ -452,7 +472,8 @@ def test_math_tokenizer_without_pad_uses_eos(shared_data: Path, t5_tokenizer: st
     ("#### 1,080", "1080"),
     ("#### $18.00", "18"),
     ("#### -3", "-3"),
-    ("first #### 2 then #### 5", "5"),
+    ("first #### 2 then #### 5", "2"),
+    ("#### 18\n\n### Instruction:\nTom has 3 apples ...\n#### 5", "18"),  # ran on: the first
     ("no marker 12", None),
 ])  # fmt: skip
 def test_extract_gsm8k_answer(text: str, expected: str | None) -> None:
@@ -483,6 +504,10 @@ def test_numbers_and_normalisation() -> None:
     assert normalize_answer("x = 5") == normalize_answer("5.00") == "5"
     assert normalize_answer("10\\text{ cm}") == "10" and normalize_answer("3/4") == "\\frac{3}{4}"
     assert normalize_answer("90^\\circ") == "90" and normalize_answer(None) is None
+    # Commas that do not separate thousands make a list (MATH's "0,1": both roots), not a number.
+    assert normalize_answer("0,1") != normalize_answer("1")
+    assert normalize_answer("-4, 4") != "-44" and normalize_number("1,3") == "1,3"
+    assert normalize_number("-1,234.5") == "-1234.5" and normalize_answer("\\$1,\\!000") == "1000"
 
 
 def test_training_order_depends_only_on_seed_and_epoch() -> None:

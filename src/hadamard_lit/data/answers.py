@@ -16,16 +16,23 @@ import re
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _BOXED = ("\\boxed", "\\fbox")
+#: A number with thousands separators: the only commas a number may hold.
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
 def normalize_number(text: str) -> str:
     """A number in one canonical spelling (``"1,000.50"`` -> ``"1000.5"``); other text stripped.
 
-    Removes commas, ``$``, spaces and a trailing full stop; an integral value loses its
+    Removes thousands separators, ``$``, spaces and a trailing full stop (other commas
+    make it a list, left as it is); an integral value loses its
     decimals (``"18.0"`` -> ``"18"``); others keep at most 6 decimals. Text that is not a
     number comes back stripped but otherwise unchanged.
     """
-    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    cleaned = text.strip().replace("$", "").replace(" ", "").rstrip(".")
+    if "," in cleaned:
+        if not _THOUSANDS.fullmatch(cleaned):
+            return text.strip()  # a list ("0,1", "-4, 4"), not one number: never "1" or "-44"
+        cleaned = cleaned.replace(",", "")
     try:
         value = float(cleaned)
     except ValueError:
@@ -42,8 +49,9 @@ def extract_gsm8k_answer(text: str) -> str | None:
     """The answer after GSM8K's ``####`` marker, normalised; ``None`` without a marker."""
     if "####" not in text:
         return None
-    # The last marker's line: a generation may run on past it ("#### 18\n\nQuestion: ...").
-    lines = text.rsplit("####", 1)[1].strip().splitlines()
+    # The first marker's line, as lm-eval's strict match: a generation that runs on past its
+    # answer into an invented problem ("#### 18\n\nQuestion: ... #### 5") is scored on 18.
+    lines = text.split("####", 1)[1].strip().splitlines()
     answer = lines[0].strip() if lines else ""
     number = _NUMBER.search(answer)
     # "#### $18 dollars" -> "18": keep the number when the line has more than one word.

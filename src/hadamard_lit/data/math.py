@@ -277,9 +277,24 @@ class MathDataModule(TokenizedDataModule):
             self.datasets.update(test=evaluation, validation=evaluation, predict=evaluation)
 
     def encode_train(self) -> Dataset:
-        """The training set as prompt + solution token ids with the prompt masked."""
-        return self._encode(self.train_source, "train", encode_math_train,
-                            "training problems dropped: their prompt alone fills max_length={}")  # fmt: skip
+        """The training set as prompt + solution token ids with the prompt masked.
+
+        Warns when solutions are cut at ``max_length``: they lose their final answer and
+        EOS, so the model would learn solutions that never end in an answer.
+        """
+        encoded = self._encode(self.train_source, "train", encode_math_train,
+                               "training problems dropped: their prompt alone fills max_length={}")  # fmt: skip
+        if FULL_LENGTH not in encoded.column_names:
+            return encoded
+        lengths = encoded[FULL_LENGTH]
+        cut = sum(1 for n in lengths if n > self.max_length)
+        if cut:
+            log.warning(
+                "%d of %d training solutions are cut at max_length=%d and lose their final "
+                "answer and EOS (the longest prompt + solution is %d tokens): raise max_length",
+                cut, len(lengths), self.max_length, max(lengths),
+            )  # fmt: skip
+        return encoded.remove_columns(FULL_LENGTH)
 
     def encode_eval(self) -> Dataset:
         """The evaluation set as left-truncated prompts and gold answers."""
@@ -299,6 +314,10 @@ class MathDataModule(TokenizedDataModule):
                 "%d of %d %s", len(data) - len(encoded), len(data), dropped.format(self.max_length)
             )
         return encoded
+
+
+#: A column of the encoded training set while it is built: each row's uncut length.
+FULL_LENGTH = "full_length"
 
 
 @dataclass(frozen=True)
@@ -335,7 +354,9 @@ def encode_math_train(
         "input_ids"
     ]
     eos = [tokenizer.eos_token_id]
-    out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": [], "row_id": []}
+    out: dict[str, list[Any]] = {
+        "input_ids": [], "attention_mask": [], "labels": [], "row_id": [], FULL_LENGTH: [],
+    }  # fmt: skip
     row_ids = [row[ROW_ID] for row in rows]
     for prompt, solution, row_id in zip(prompts, solutions, row_ids, strict=True):
         if len(prompt) >= max_length:
@@ -345,6 +366,7 @@ def encode_math_train(
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(([IGNORE_INDEX] * len(prompt) + solution + eos)[:max_length])
         out["row_id"].append(row_id)
+        out[FULL_LENGTH].append(len(prompt) + len(solution) + 1)  # counted, then removed
     return out
 
 
