@@ -493,6 +493,15 @@ def test_extract_boxed_answer(text: str, expected: str | None) -> None:
     assert extract_boxed_answer(text) == expected
 
 
+def test_math_answers_without_a_box_are_read_from_metamaths_ending() -> None:
+    from hadamard_lit.modules.causal_lm import answer_extractor
+
+    extract = answer_extractor("auto", "math")
+    assert extract("So $x = \\frac{1}{2}$.\nThe answer is: \\frac{1}{2}") == "\\frac{1}{2}"
+    assert extract("$\\boxed{3}$. The answer is: 4") == "3"  # a box wins
+    assert extract("The answer is $5$.") == "5" and extract("no answer") is None
+
+
 def test_numbers_and_normalisation() -> None:
     assert extract_last_number("costs $1,250.50, then 3 and -0.5.") == "-0.5"
     assert extract_last_number("He pays .5 dollars") == "0.5"

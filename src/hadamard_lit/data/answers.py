@@ -5,6 +5,8 @@ Gold answers and model outputs go through the same functions, so they compare al
 - GSM8K: the number after ``####`` (:func:`extract_gsm8k_answer`), commas removed;
 - MATH: the last ``\\boxed{...}`` (:func:`extract_boxed_answer`), nested braces allowed;
 - SVAMP and free text: the last number (:func:`extract_last_number`);
+- MetaMathQA-trained models on MATH: ``The answer is: ...`` where they wrote no box
+  (:func:`extract_stated_answer`);
 - :func:`normalize_answer` makes ``"1,000"``, ``"1000.00"`` and ``"$1000$"`` equal, and
   applies the usual light LaTeX clean-up for MATH (``\\dfrac`` -> ``\\frac``, ``\\left``,
   units in ``\\text{}``, spaces), a subset of Hendrycks et al.'s ``is_equiv``.
@@ -90,6 +92,19 @@ def extract_boxed_answer(text: str) -> str | None:
             if depth == 0:
                 return rest[1:i].strip()
     return None
+
+
+_STATED = re.compile(r"The answer is:?\s*(.+)", re.IGNORECASE)
+
+
+def extract_stated_answer(text: str) -> str | None:
+    """What follows the last ``The answer is:`` (MetaMathQA's ending), without the final
+    full stop; ``None`` if there is none."""
+    found = _STATED.findall(text)
+    if not found:
+        return None
+    answer = found[-1].strip().removesuffix(".").strip().strip("$").strip()
+    return answer or None
 
 
 def _fix_fracs(text: str) -> str:

@@ -27,15 +27,23 @@ def answer_extractor(
 ) -> Callable[[str], str | None]:
     """The function that reads the final answer out of a generated solution.
 
-    ``auto``: ``boxed`` for MATH, else ``gsm8k`` (``#### answer``, falling back on the last
-    number, which is also what SVAMP and MetaMathQA-trained models write).
+    ``auto``: ``boxed`` for MATH (the last ``\\boxed{}``, falling back on ``The answer is:``,
+    MetaMathQA's ending), else ``gsm8k`` (``#### answer``, falling back on the last number,
+    which is also what SVAMP and MetaMathQA-trained models write).
     """
     from hadamard_lit.data import answers as math_data
 
     if answer_format == "auto":
         answer_format = "boxed" if dataset == "math" else "gsm8k"
     if answer_format == "boxed":
-        return math_data.extract_boxed_answer
+
+        def boxed_then_stated(text: str) -> str | None:
+            # MetaMathQA (the MATH setup's training set) often ends "The answer is: X"
+            # without a box; its own evaluation reads that line.
+            found = math_data.extract_boxed_answer(text)
+            return found if found is not None else math_data.extract_stated_answer(text)
+
+        return boxed_then_stated
     if answer_format == "last_number":
         return math_data.extract_last_number
 
