@@ -106,12 +106,22 @@ def usr1_requeues_like_usr2() -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous if previous is not None else signal.SIG_DFL)
 
 
-#: How long a SIGTERM under submitit waits for the USR2 that a preemption sends after it.
+#: How long a SIGTERM under submitit waits for the USR2 that a preemption sends after it
+#: (``HADAMARD_LIT_PREEMPTION_GRACE_S`` in the job's environment overrides it).
 PREEMPTION_GRACE_S = 5.0
 
 
+def preemption_grace_s() -> float:
+    """:data:`PREEMPTION_GRACE_S`, or the job environment's override."""
+    value = os.environ.get("HADAMARD_LIT_PREEMPTION_GRACE_S")
+    try:
+        return PREEMPTION_GRACE_S if value is None else max(float(value), 0.0)
+    except ValueError:
+        return PREEMPTION_GRACE_S
+
+
 @contextlib.contextmanager
-def sigterm_waits_for_usr2(grace_s: float = PREEMPTION_GRACE_S) -> Iterator[None]:
+def sigterm_waits_for_usr2(grace_s: float | None = None) -> Iterator[None]:
     """Under submitit: after a SIGTERM, give the preemption's USR2 ``grace_s`` to arrive.
 
     A preemption sends SIGTERM, then USR2; slurmd may deliver the second a second or more
@@ -127,11 +137,12 @@ def sigterm_waits_for_usr2(grace_s: float = PREEMPTION_GRACE_S) -> Iterator[None
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
+    wait = preemption_grace_s() if grace_s is None else grace_s
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if callable(previous):
             previous(signum, frame)  # submitit's: it notes and bypasses SIGTERM
-        time.sleep(grace_s)  # a USR2 handler that requeues raises SystemExit out of here
+        time.sleep(wait)  # a USR2 handler that requeues raises SystemExit out of here
 
     signal.signal(signal.SIGTERM, handler)
     try:

@@ -302,12 +302,14 @@ def _preempt(job: Any) -> None:
 
 
 def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
-    cluster: str, tmp_path: Path
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slurm_only(cluster)
     import submitit
 
     config = run_config(tmp_path, epochs=6, slow=0.3)
+    # A busy CI machine may take a while between the SIGTERM and the USR2 (see _preempt).
+    monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", "60")
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
     executor.update_parameters(timeout_min=15, cpus_per_task=1, mem_gb=4, slurm_signal_delay_s=30)
     args = ["--config", str(config)]

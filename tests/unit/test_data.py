@@ -474,6 +474,8 @@ def test_math_tokenizer_without_pad_uses_eos(shared_data: Path, t5_tokenizer: st
     ("#### -3", "-3"),
     ("first #### 2 then #### 5", "2"),
     ("#### 18\n\n### Instruction:\nTom has 3 apples ...\n#### 5", "18"),  # ran on: the first
+    ("#### Step 1: add\n3 + 4 = 7\n#### 7", "7"),  # a Markdown heading is no answer
+    ("#### eighteen", "eighteen"),
     ("no marker 12", None),
 ])  # fmt: skip
 def test_extract_gsm8k_answer(text: str, expected: str | None) -> None:
@@ -500,6 +502,7 @@ def test_math_answers_without_a_box_are_read_from_metamaths_ending() -> None:
     assert extract("So $x = \\frac{1}{2}$.\nThe answer is: \\frac{1}{2}") == "\\frac{1}{2}"
     assert extract("$\\boxed{3}$. The answer is: 4") == "3"  # a box wins
     assert extract("The answer is $5$.") == "5" and extract("no answer") is None
+    assert extract("The answer is: 42. The answer is: 43") == "43"
 
 
 def test_numbers_and_normalisation() -> None:
@@ -560,3 +563,21 @@ def test_t5_prompts_shorten_the_longest_field_not_the_last(shared_data: Path, t5
         text = t5.decode(encoded[i], skip_special_tokens=True)
         hypothesis = t5.decode(t5(row["sentence2"], add_special_tokens=False)["input_ids"])
         assert text.endswith(f"sentence2: {hypothesis}"), (i, text[-120:])
+
+
+def test_tokenised_cache_is_keyed_by_the_encoding_code(
+    shared_data: Path, t5: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``datasets`` hashes a module's function by its name: without the code's digest in
+    the key, an upgrade that encodes rows differently would read the old rows back."""
+    from hadamard_lit.data import base
+
+    def cache_of_validation() -> set[str]:
+        dm = NLUDataModule("rte", t5, data_dir=str(shared_data), max_eval_samples=8)
+        dm.setup("validate")
+        return {f["filename"] for f in dm.datasets["validation"].cache_files}
+
+    first = cache_of_validation()
+    assert first and cache_of_validation() == first  # the same code: the cache is reused
+    monkeypatch.setattr(base, "data_code_digest", lambda: "another-version")
+    assert cache_of_validation().isdisjoint(first)

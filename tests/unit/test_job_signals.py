@@ -73,10 +73,14 @@ def submitit_like_usr2(monkeypatch: pytest.MonkeyPatch):
 def test_sigterm_under_submitit_waits_for_the_preemptions_usr2(submitit_like_usr2) -> None:
     later = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2))
     started = time.monotonic()
-    with job_signals.sigterm_waits_for_usr2(grace_s=30), pytest.raises(SystemExit):
-        later.start()
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(30)  # the training loop: the handlers interrupt it
+    try:
+        with job_signals.sigterm_waits_for_usr2(grace_s=30), pytest.raises(SystemExit):
+            later.start()
+            # Only the SIGTERM handler's wait is between here and the block's end: without
+            # it, the USR2 would come after the block and nothing would raise.
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        later.cancel()
     assert submitit_like_usr2 == ["bypass SIGTERM", "requeue"]
     assert time.monotonic() - started < 10
 
@@ -88,3 +92,10 @@ def test_sigterm_without_usr2_goes_on_after_the_grace(submitit_like_usr2) -> Non
     assert 0.3 <= time.monotonic() - started < 10
     assert submitit_like_usr2 == ["bypass SIGTERM"]
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the previous one, restored
+
+
+def test_the_grace_comes_from_the_job_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", "30")
+    assert job_signals.preemption_grace_s() == 30.0
+    monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", "soon")
+    assert job_signals.preemption_grace_s() == job_signals.PREEMPTION_GRACE_S

@@ -214,3 +214,22 @@ def test_majority_baseline_scores_multirc_per_question() -> None:
     metrics.update(target, target, group=torch.tensor([0, 0, 1, 1, 2, 2]))
     # all-"false": F1a 0 (no positive predicted), exact match 2 of 3 questions.
     assert float(metrics.compute()[MAJORITY]) == pytest.approx((0.0 + 2 / 3) / 2)
+
+
+def test_true_precision_casts_of_float_metric_states_are_undone() -> None:
+    """``*-true`` precisions cast the whole module: Pearson's running means in bf16 would
+    score STS-B wrong. Count states (accuracy's) stay integers."""
+    from torch import nn
+    from torchmetrics import PearsonCorrCoef
+    from torchmetrics.classification import BinaryAccuracy
+
+    from hadamard_lit.modules.evaluation import keep_float_metric_states_float32
+
+    metrics = nn.ModuleDict({"pearson": PearsonCorrCoef(), "accuracy": BinaryAccuracy()})
+    metrics.to(dtype=torch.bfloat16)
+    assert metrics["pearson"].mean_x.dtype == torch.bfloat16
+    keep_float_metric_states_float32(metrics)
+    assert metrics["pearson"].mean_x.dtype == torch.float32
+    assert metrics["accuracy"].tp.dtype == torch.int64
+    metrics["pearson"].reset()
+    assert metrics["pearson"].mean_x.dtype == torch.float32

@@ -18,6 +18,8 @@ import re
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _BOXED = ("\\boxed", "\\fbox")
+#: GSM8K's answer line: ``#### 1,080``, ``#### $18.00``, ``#### -3``.
+_GSM8K_ANSWER = re.compile(r"####\s*\$?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)")
 #: A number with thousands separators: the only commas a number may hold.
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
@@ -51,8 +53,12 @@ def extract_gsm8k_answer(text: str) -> str | None:
     """The answer after GSM8K's ``####`` marker, normalised; ``None`` without a marker."""
     if "####" not in text:
         return None
-    # The first marker's line, as lm-eval's strict match: a generation that runs on past its
-    # answer into an invented problem ("#### 18\n\nQuestion: ... #### 5") is scored on 18.
+    # The first "#### <number>", as lm-eval's strict match: a generation that runs on past
+    # its answer into an invented problem ("#### 18\n\nQuestion: ... #### 5") is scored on
+    # 18, and a Markdown heading ("#### Step 1: add") is no answer.
+    found = _GSM8K_ANSWER.search(text)
+    if found is not None:
+        return normalize_number(found.group(1)) or None
     lines = text.split("####", 1)[1].strip().splitlines()
     answer = lines[0].strip() if lines else ""
     number = _NUMBER.search(answer)
@@ -94,16 +100,17 @@ def extract_boxed_answer(text: str) -> str | None:
     return None
 
 
-_STATED = re.compile(r"The answer is:?\s*(.+)", re.IGNORECASE)
+_STATED = re.compile(r"the answer is:?", re.IGNORECASE)
 
 
 def extract_stated_answer(text: str) -> str | None:
-    """What follows the last ``The answer is:`` (MetaMathQA's ending), without the final
-    full stop; ``None`` if there is none."""
-    found = _STATED.findall(text)
-    if not found:
+    """What follows the last ``The answer is:`` (MetaMathQA's ending) on its line, without
+    the final full stop; ``None`` if there is none."""
+    parts = _STATED.split(text)
+    if len(parts) < 2:
         return None
-    answer = found[-1].strip().removesuffix(".").strip().strip("$").strip()
+    lines = parts[-1].strip().splitlines()
+    answer = lines[0].strip().removesuffix(".").strip().strip("$").strip() if lines else ""
     return answer or None
 
 

@@ -8,6 +8,8 @@ warning, so a quickstart config runs offline.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import math
 import os
@@ -192,7 +194,7 @@ class TokenizedDataModule(LightningDataModule):
             ids = [int(i) for i in data["idx"]]
         data = data.add_column(ROW_ID, ids)
         return data.map(
-            function,
+            VersionedEncoder(function, data_code_digest()),
             batched=True,
             remove_columns=data.column_names,
             fn_kwargs={"tokenizer": self.tokenizer, **kwargs},
@@ -276,6 +278,33 @@ class TokenizedDataModule(LightningDataModule):
             # A prefix of a training file can be skewed (sorted sources): take a random subset.
             dataset = dataset.shuffle(seed=self.options.seed)
         return dataset.select(range(limit))
+
+
+@functools.cache
+def data_code_digest() -> str:
+    """A digest of this package's encoding code (``hadamard_lit/data``: sources and task
+    tables), which the ``datasets`` cache keys include."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).parent
+    for path in sorted([*folder.glob("*.py"), *folder.glob("*.yaml")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class VersionedEncoder:
+    """An encoding function with the digest of the code it runs.
+
+    ``datasets`` keys its on-disk cache by a hash of the function, and hashes a module's
+    function by its name only: after an upgrade that changed how rows are encoded, the old
+    tokenisation would be read back. The digest is part of this object, so of the key.
+    """
+
+    function: Callable[..., dict[str, list[Any]]]
+    code_digest: str
+
+    def __call__(self, batch: dict[str, list[Any]], **kwargs: Any) -> dict[str, list[Any]]:
+        return self.function(batch, **kwargs)
 
 
 def rows_of(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ class EqualShareSampler(DistributedSampler):
     A ``DistributedSampler`` so that Lightning keeps it instead of injecting its own.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+    def __init__(self, dataset: Any, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
         self.size = len(dataset)
         self.share = math.ceil(self.size / num_replicas) if self.size else 0

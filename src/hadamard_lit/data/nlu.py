@@ -278,7 +278,7 @@ def _shorten_longest_field(
             break
         longest = max(texts, key=lambda key: len(tokens(texts[key])))
         ids = tokens(texts[longest])
-        texts[longest] = tokenizer.decode(ids[: max(len(ids) - over, 0)]).strip()
+        texts[longest] = str(tokenizer.decode(ids[: max(len(ids) - over, 0)])).strip()
         prompt = spec.prompt(row, texts)
     return prompt  # anything still over is cut at the end by the tokenizer
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from transformers import AutoModel, PreTrainedTokenizerBase
 
 from hadamard_lit.adapters import (
@@ -48,6 +48,7 @@ from hadamard_lit.interop.adapter_folders import (
 )
 from hadamard_lit.metrics import score_key
 from hadamard_lit.modules.checkpointing import MODEL_PREFIX, AdapterCheckpointing
+from hadamard_lit.modules.evaluation import EvaluationAccounting, Stage
 from hadamard_lit.modules.hparams import make_hparams_portable, strategy_config
 from hadamard_lit.modules.schedules import (
     LinearWarmupSchedule,
@@ -63,10 +64,8 @@ from hadamard_lit.resume import check_resume
 
 __all__ = ["MODEL_PREFIX", "AdapterModule", "LinearWarmupSchedule", "Stage"]
 
-Stage = Literal["val", "test"]
 
-
-class AdapterModule(EpochReseeding, AdapterCheckpointing):
+class AdapterModule(EpochReseeding, AdapterCheckpointing, EvaluationAccounting):
     """A transformers backbone with an adapter strategy applied, trained by Lightning.
 
     Args:
@@ -157,12 +156,6 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         )
         self.model: Any = None  # the transformers model, built in configure_model
         self.metrics = nn.ModuleDict()
-        # The evaluation loss, averaged over the rows of every process (see log_eval_loss).
-        # A NaN loss stays NaN (a diverged run must not look fine); "disable" would also
-        # drop the weights (torchmetrics 1.9 replaces them by ones).
-        self.eval_losses = nn.ModuleDict(
-            {stage: MeanMetric(nan_strategy=float("nan")) for stage in ("val", "test")}
-        )
         self.trainable_params: int | None = None
         self._hf_deepspeed_config: Any = None  # see parallel.strategies.transformers_zero3_config
 
@@ -256,15 +249,6 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
         self.log("train/loss", loss, prog_bar=True, batch_size=_batch_size(batch))
         return loss
 
-    def log_eval_loss(self, stage: Stage, loss: Tensor, rows: int) -> None:
-        """Log ``stage``'s loss of a batch of ``rows`` scored rows: the epoch's value is the
-        mean over every process's rows. A torchmetrics mean, not ``self.log(sync_dist=True)``,
-        whose average of the processes' row counts is an integer division under gloo (5
-        rows on 2 processes were counted as 4). A batch of padding copies adds weight 0."""
-        mean = self.eval_losses[stage]
-        mean.update(loss.detach() if rows else loss.new_zeros(()), weight=rows)
-        self.log(f"{stage}/loss", mean)
-
     def evaluation_step(self, batch: Batch, stage: Stage) -> None:
         """Update ``self.metrics[stage]`` from one batch (validation and test share it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluation_step")
@@ -277,11 +261,13 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
 
     def on_validation_epoch_end(self) -> None:
         self.log_metrics("val")
+        self.log_eval_loss_of_epoch("val")
         if not self.trainer.sanity_checking:
             self.validated_at_step = self.global_step  # the checkpoints name it beside the metrics
 
     def on_test_epoch_end(self) -> None:
         self.log_metrics("test")
+        self.log_eval_loss_of_epoch("test")
 
     def headline_metric(self) -> str | None:
         """The metric logged again as ``<stage>/score`` (the one a sweep compares)."""
@@ -350,6 +336,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing):
                 None if trainer.ckpt_path is None else str(trainer.ckpt_path),
             )
         self.reseed_for_resume(checkpoint)
+        self.restore_validation_record(checkpoint)
 
     def configure_optimizers(self) -> Any:
         """The optimiser over trainable parameters only; the schedule steps per optimiser step."""

@@ -45,6 +45,14 @@ class AdapterCheckpointing(LightningModule):
     adapter: Any
     #: The global step of the last validation (set by the module; not during the sanity check).
     validated_at_step: int | None = None
+    #: The validation record of the checkpoint this run resumed from.
+    restored_validation: dict[str, Any] | None = None
+
+    def restore_validation_record(self, checkpoint: dict[str, Any]) -> None:
+        """Keep a resumed checkpoint's validation record for the checkpoints saved before
+        this run validates again (``every_n_train_steps``)."""
+        record = (checkpoint.get("hadamard_lit") or {}).get("validation")
+        self.restored_validation = dict(record) if isinstance(record, dict) else None
 
     def adapter_checkpoint_state(self) -> dict[str, Tensor]:
         """What a checkpoint stores: the adapter state dict under the ``model.`` prefix."""
@@ -84,10 +92,11 @@ class AdapterCheckpointing(LightningModule):
             checkpoint[CLIENT_STATE_KEY] = state
 
     def _validation_record(self) -> dict[str, Any] | None:
-        """The last validation before this checkpoint: its step and ``val/*`` metrics."""
+        """The last validation before this checkpoint: its step and ``val/*`` metrics (a
+        resumed run that has not validated yet passes on its checkpoint's)."""
         step = self.validated_at_step
         if self._trainer is None or step is None:
-            return None
+            return self.restored_validation
         metrics = {}
         for key, value in self._trainer.callback_metrics.items():
             number = float(value)
