@@ -327,6 +327,13 @@ def test_preempted_task_is_requeued_and_resumes_to_the_same_weights(
     )
     _preempt(interrupted)
     _wait_until_held(interrupted.job_id)
+    # SLURM holds the job as soon as `scontrol requeue` returns; the exiting attempt writes
+    # its record a moment later.
+    _wait_for(
+        lambda: json.loads((interrupted_dir / RESULTS_FILE).read_text())["status"] != "running",
+        30,
+        "the record of the interrupted attempt",
+    )
     held = json.loads((interrupted_dir / RESULTS_FILE).read_text())
     assert held["status"] == "requeued", held  # not "failed" while SLURM holds it
     _start_now(interrupted.job_id)
