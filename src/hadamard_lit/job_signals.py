@@ -112,12 +112,25 @@ PREEMPTION_GRACE_S = 5.0
 
 
 def preemption_grace_s() -> float:
-    """:data:`PREEMPTION_GRACE_S`, or the job environment's override."""
+    """:data:`PREEMPTION_GRACE_S`, or the job environment's override.
+
+    Raises:
+        ValueError: the override is not a number of seconds >= 0 (said when the job
+            starts, not ignored).
+    """
     value = os.environ.get("HADAMARD_LIT_PREEMPTION_GRACE_S")
-    try:
-        return PREEMPTION_GRACE_S if value is None else max(float(value), 0.0)
-    except ValueError:
+    if value is None:
         return PREEMPTION_GRACE_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(
+            f"HADAMARD_LIT_PREEMPTION_GRACE_S={value!r}: expected a number of seconds >= 0 "
+            f"(unset: {PREEMPTION_GRACE_S})"
+        )
+    return seconds
 
 
 @contextlib.contextmanager

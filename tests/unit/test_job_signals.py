@@ -97,5 +97,9 @@ def test_sigterm_without_usr2_goes_on_after_the_grace(submitit_like_usr2) -> Non
 def test_the_grace_comes_from_the_job_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", "30")
     assert job_signals.preemption_grace_s() == 30.0
-    monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", "soon")
+    monkeypatch.delenv("HADAMARD_LIT_PREEMPTION_GRACE_S")
     assert job_signals.preemption_grace_s() == job_signals.PREEMPTION_GRACE_S
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", bad)
+        with pytest.raises(ValueError, match=f"HADAMARD_LIT_PREEMPTION_GRACE_S='{bad}'"):
+            job_signals.preemption_grace_s()

@@ -276,8 +276,9 @@ def _shorten_longest_field(
         over = len(tokenizer(prompt)["input_ids"]) - max_length
         if over <= 0:
             break
-        longest = max(texts, key=lambda key: len(tokens(texts[key])))
-        ids = tokens(texts[longest])
+        ids_of = {key: tokens(text) for key, text in texts.items()}
+        longest = max(ids_of, key=lambda key: len(ids_of[key]))
+        ids = ids_of[longest]
         texts[longest] = str(tokenizer.decode(ids[: max(len(ids) - over, 0)])).strip()
         prompt = spec.prompt(row, texts)
     return prompt  # anything still over is cut at the end by the tokenizer
