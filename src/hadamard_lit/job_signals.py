@@ -143,6 +143,10 @@ def sigterm_waits_for_usr2(grace_s: float | None = None) -> Iterator[None]:
     comes during the wait, submitit's handler runs inside this one (checkpoint, requeue,
     exit). ``scancel`` and ``scontrol requeue`` send no USR2 and cost ``grace_s`` (SLURM's
     KillWait, 30 s by default, is far longer).
+
+    Only the first SIGTERM waits, and none once a USR2 has come: the requeue itself makes
+    SLURM send the job another SIGTERM, and a second wait there would run past KillWait,
+    so SLURM's SIGKILL would end the job before it writes its ``requeued`` record.
     """
     if threading.current_thread() is not threading.main_thread() or not callable(
         signal.getsignal(signal.SIGUSR2)
@@ -152,9 +156,15 @@ def sigterm_waits_for_usr2(grace_s: float | None = None) -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM)
     wait = preemption_grace_s() if grace_s is None else grace_s
 
+    waited = False
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal waited
         if callable(previous):
             previous(signum, frame)  # submitit's: it notes and bypasses SIGTERM
+        if waited or RECORD.requeue_signal is not None:
+            return
+        waited = True
         time.sleep(wait)  # a USR2 handler that requeues raises SystemExit out of here
 
     signal.signal(signal.SIGTERM, handler)

@@ -103,3 +103,39 @@ def test_the_grace_comes_from_the_job_environment(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv("HADAMARD_LIT_PREEMPTION_GRACE_S", bad)
         with pytest.raises(ValueError, match=f"HADAMARD_LIT_PREEMPTION_GRACE_S='{bad}'"):
             job_signals.preemption_grace_s()
+
+
+def test_the_requeues_own_sigterm_does_not_wait_again(
+    submitit_like_usr2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scontrol requeue`` makes SLURM send the job a second SIGTERM while it exits; a
+    second wait would outlast KillWait, and SIGKILL would come before the job's record."""
+    monkeypatch.setattr(job_signals, "RECORD", job_signals.SignalRecord())
+
+    def requeue_then_sigterm_and_exit(signum, frame) -> None:
+        submitit_like_usr2.append("requeue")
+        job_signals.note_requeue()  # what TrainingJob.checkpoint does
+        os.kill(os.getpid(), signal.SIGTERM)  # SLURM ends the requeued attempt
+        raise SystemExit(-1)
+
+    signal.signal(signal.SIGUSR2, requeue_then_sigterm_and_exit)
+    later = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR2))
+    started = time.monotonic()
+    try:
+        with job_signals.sigterm_waits_for_usr2(grace_s=30), pytest.raises(SystemExit):
+            later.start()
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        later.cancel()
+    assert submitit_like_usr2 == ["bypass SIGTERM", "requeue", "bypass SIGTERM"]
+    assert time.monotonic() - started < 10
+
+
+def test_only_the_first_sigterm_waits(submitit_like_usr2) -> None:
+    started = time.monotonic()
+    with job_signals.sigterm_waits_for_usr2(grace_s=1.0):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert 1.0 <= time.monotonic() - started < 2.5
+    assert submitit_like_usr2 == ["bypass SIGTERM"] * 3
