@@ -192,7 +192,9 @@ def slurm_requeued() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     found = re.search(r"\bRestarts=(\d+)", out)
-    return bool(found) and int(found.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    return found is not None and int(found.group(1)) > int(
+        os.environ.get("SLURM_RESTART_COUNT", "0")
+    )
 
 
 def ending(error: BaseException, step: int | None) -> dict[str, Any]:

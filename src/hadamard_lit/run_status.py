@@ -57,7 +57,7 @@ def where_it_runs() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_job_id()}
 
 
-def slurm_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+def slurm_states(job_ids: Iterable[str | None]) -> dict[str, str] | None:
     """SLURM's state of each job still in its queue (recently ended ones included, for as
     long as the cluster keeps them); ``None`` where there is no ``squeue``."""
     wanted = sorted({j for j in job_ids if j})

@@ -185,6 +185,7 @@ def test_methods_without_peft_equivalent_say_so_and_write_nothing(
         ({"use_dora": True}, "use_dora"),
         ({"peft_type": "LOHA"}, "no hadamard_lit equivalent"),
         ({"init_lora_weights": "pissa"}, "init_lora_weights"),
+        ({"r": "4"}, r"r='4', expected the rank as an integer >= 1"),
     ],
 )
 def test_peft_folders_we_cannot_compute_exactly_are_refused(

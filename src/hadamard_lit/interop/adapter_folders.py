@@ -235,7 +235,8 @@ def card_facts(
 def _base_kwargs(model: nn.Module) -> dict[str, Any]:
     """What ``from_pretrained`` of the base needs for the adapter's head to fit."""
     if type(model).__name__.endswith("ForSequenceClassification"):
-        return {"num_labels": int(model.config.num_labels)}
+        config: Any = model.config  # a transformers PretrainedConfig
+        return {"num_labels": int(config.num_labels)}
     return {}
 
 

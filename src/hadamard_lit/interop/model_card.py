@@ -82,10 +82,10 @@ def last_metrics(run_dir: Path) -> dict[str, float]:
     (``run_dir/metrics.csv``, or the newest below it: a sweep point logs to a subfolder)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
-        found = sorted(run_dir.rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)
-        if not found:
+        logs = sorted(run_dir.rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)
+        if not logs:
             return {}
-        path = found[-1]
+        path = logs[-1]
     found: dict[str, float] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):

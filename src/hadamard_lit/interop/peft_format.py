@@ -87,7 +87,7 @@ TASK_TYPES = (
 
 #: adapter_config.json options that change what the adapter computes and that our layers
 #: do not have: a folder that sets them is refused, never loaded approximately.
-UNSUPPORTED = {
+UNSUPPORTED: dict[str, dict[str, Any]] = {
     "LORA": {
         "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "bias": "none",
         "lora_bias": False, "layers_to_transform": None, "exclude_modules": None,
@@ -185,7 +185,8 @@ def peft_layout(
                 value = value.reshape(1, -1) if layer.scale_input else value.reshape(-1, 1)
             elif method.peft_type == "HIRA" and local == "hut_B":
                 # HiRA has no scale: alpha / r is folded into B.
-                value = value / layer.scaling if gradients else value * layer.scaling
+                scaling = float(layer.scaling)  # type: ignore[arg-type]  # HUT's alpha / r
+                value = value / scaling if gradients else value * scaling
             name = f"{module_name}.{method.tensors[local]}"
         out[PREFIX + name] = value.contiguous()
     return out
@@ -211,7 +212,7 @@ def peft_config(
             f"install a peft that has it to export {record.strategy.name} in peft's format"
         )
     layers = [model.get_submodule(name) for name in record.adapted]
-    strategy = record.strategy
+    strategy: Any = record.strategy  # LoRA or HUT where rank/alpha/dropout are read below
     options: dict[str, Any] = {
         "target_modules": list(record.adapted),
         "modules_to_save": list(record.modules_to_save) or None,
@@ -359,6 +360,15 @@ def _split(method: PeftMethod, tensors: Mapping[str, Tensor]) -> tuple[dict, lis
     return adapted, others
 
 
+def _rank(config: dict[str, Any], folder: str | os.PathLike[str]) -> int:
+    r = config.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise AdapterFormatError(
+            f"{Path(folder) / CONFIG_FILE}: r={r!r}, expected the rank as an integer >= 1"
+        )
+    return r
+
+
 def strategy_from_peft(folder: str | os.PathLike[str]) -> AdapterStrategy:
     """Our strategy that computes what the peft adapter in ``folder`` computes.
 
@@ -374,14 +384,15 @@ def strategy_from_peft(folder: str | os.PathLike[str]) -> AdapterStrategy:
         raise AdapterFormatError(f"{folder}: {WEIGHTS_FILE} holds no {method.peft_type} tensor")
     targets = sorted(adapted)
     saved = sorted({name.rpartition(".")[0] for name in others})
-    r = config.get("r")
     if method.peft_type == "LORA":
+        r = _rank(config, folder)
         alpha = float(config.get("lora_alpha", 8))  # peft's default
         if config.get("use_rslora"):
             alpha *= math.sqrt(r)  # our scale alpha / r equals rsLoRA's lora_alpha / sqrt(r)
         dropout = float(config.get("lora_dropout", 0.0))
         return LoRA(targets, rank=r, alpha=alpha, dropout=dropout, modules_to_save=saved)
     if method.peft_type == "HIRA":
+        r = _rank(config, folder)
         dropout = float(config.get("hira_dropout", 0.0))
         return HUT(targets, rank=r, alpha=float(r), dropout=dropout, modules_to_save=saved)
     feedforward = [m for m in targets if _is_input_scale(adapted[m]["ia3_l"])]
