@@ -217,7 +217,12 @@ def test_failed_task_is_reported_at_once_with_its_error_and_log(
 ) -> None:
     # lr -1 passes the submit-time check (a float) and fails in the job, building AdamW.
     sweep = sweep_file(tmp_path, {"model.init_args.optimizer.init_args.lr": [0.03, -1.0]})
-    config = run_config(tmp_path, slow=0.5)  # the good task takes a while
+    # The good task trains only once the bad one has failed, whenever SLURM starts each.
+    wait = {
+        "class_path": "helpers.slurm_jobs.WaitForFailure",
+        "init_args": {"results": str(tmp_path / "runs" / "sweep" / "lr=-1.0" / RESULTS_FILE)},
+    }
+    config = run_config(tmp_path, callbacks=[wait])
     started = time.monotonic()
     code = submit.main([*submit_args(cluster, tmp_path, config, sweep), "--wait"])
     assert code == 1
