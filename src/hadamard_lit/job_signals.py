@@ -144,7 +144,8 @@ def sigterm_waits_for_usr2(grace_s: float | None = None) -> Iterator[None]:
     exit). ``scancel`` and ``scontrol requeue`` send no USR2 and cost ``grace_s`` (SLURM's
     KillWait, 30 s by default, is far longer).
 
-    Only the first SIGTERM waits, and none once a USR2 has come: the requeue itself makes
+    Only the first SIGTERM waits, and none once the requeue has begun
+    (:func:`note_requeue`, called from submitit's USR2 handler): the requeue itself makes
     SLURM send the job another SIGTERM, and a second wait there would run past KillWait,
     so SLURM's SIGKILL would end the job before it writes its ``requeued`` record.
     """
