@@ -164,7 +164,6 @@ def run(
 def _fit_and_test(cli: Any, run_dir: Path, test: bool) -> dict[str, Any]:
     """Fit in ``run_dir`` (resuming its ``last.ckpt``), test the best checkpoint: the results."""
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from hadamard_lit.adapters import (
         count_parameters,
@@ -172,14 +171,10 @@ def _fit_and_test(cli: Any, run_dir: Path, test: bool) -> dict[str, Any]:
         get_adapter_record,
     )
     from hadamard_lit.metrics import TEST_SCORE, VAL_SCORE
+    from hadamard_lit.parallel.strategies import leave_requeueing_to_the_caller
 
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    # submitit owns requeueing (TrainingJob.checkpoint); two owners requeue twice.
-    # Lightning's signal handlers read the connector's environment (single-device
-    # strategies have no public one), so that is the one to switch off.
-    environment = trainer._accelerator_connector.cluster_environment
-    if isinstance(environment, SLURMEnvironment):
-        environment.auto_requeue = False
+    leave_requeueing_to_the_caller(trainer)  # submitit's TrainingJob requeues
     trainer.loggers = [_in_run_dir(logger, run_dir) for logger in trainer.loggers]
     # Fixed, not per logger version: a requeued job must find the last checkpoint.
     for callback in trainer.checkpoint_callbacks:

@@ -18,13 +18,12 @@ from torch import nn
 from hadamard_lit.adapters import HUT, IA3, AdaDHP, HadamardAdapter, LoRA
 from hadamard_lit.adapters.base import AdapterStrategy
 from hadamard_lit.interop.peft_format import (
-    load_peft_adapter,
     peft_config,
     peft_layout,
     peft_tensors,
     save_peft_adapter,
-    strategy_from_peft,
 )
+from hadamard_lit.interop.peft_import import load_peft_adapter, strategy_from_peft
 from hadamard_lit.testing import TinyModel, tiny_models
 
 peft = pytest.importorskip("peft", reason="peft is the oracle: pip install 'hadamard-lit[peft]'")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hadamard_lit.adapters import AdaDHP
 from hadamard_lit.cli import HadamardCLI
 from helpers.methods import strategy_classes
 from helpers.paths import REPO
@@ -125,12 +126,16 @@ def test_task_recipe_stacks(recipe: Path, capsys: pytest.CaptureFixture[str]) ->
     assert selection["target"] == 96 and selection["t_init"] < selection["t_final"]
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m.stem != "adadhp"], ids=lambda p: p.stem)
-def test_baseline_fragments_drop_the_selection(
+@pytest.mark.parametrize("method", METHODS, ids=lambda p: p.stem)
+def test_only_adadhp_fragments_keep_the_selection(
     method: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # AdaDHP (and a method built on it) keeps the run config's selection; baselines drop it.
     cfg = parsed(capsys, CONFIGS / "t5_glue.yaml", method)
-    assert not cfg["trainer"]["callbacks"]
+    if issubclass(strategy_classes()[method.stem], AdaDHP):
+        assert _selection(cfg)["target"] == 96
+    else:
+        assert not cfg["trainer"]["callbacks"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda p: p.stem)

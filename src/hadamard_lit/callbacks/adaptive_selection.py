@@ -250,8 +250,7 @@ class AdaptiveSelection(Callback):
             and old.modules == fresh.modules
             and all(old.layers[n] is fresh.layers[n] for n in fresh.modules)
         ):
-            old.access = fresh.access
-            old._build_slots(keep_state=True)
+            old.rebind(fresh.access)
         else:
             self._tracker = fresh
 
@@ -343,13 +342,8 @@ class AdaptiveSelection(Callback):
 
     def picture(self) -> SelectionPicture:
         """What the selection picture shows, as plain data."""
-        return SelectionPicture(
-            modules=self.modules,
-            positions=self.module_positions,
-            scores=self.scores,
-            removed=self.removed_modules,
-            schedule=self.schedule,
-        )
+        return SelectionPicture(self.modules, self.module_positions, self.scores,
+                                self.removed_modules, self.schedule)  # fmt: skip
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -380,15 +374,9 @@ class AdaptiveSelection(Callback):
     # -- internals -----------------------------------------------------------------------
 
     def _config(self) -> dict[str, Any]:
-        t_init, t_final, delta_t = self.requested_schedule
-        return {
-            "target": self.target,
-            "t_init": t_init,
-            "t_final": t_final,
-            "delta_t": delta_t,
-            "beta1": self.beta1,
-            "beta2": self.beta2,
-        }
+        """What a resumed run must share with the checkpoint's (the schedule as given)."""
+        steps = dict(zip(("t_init", "t_final", "delta_t"), self.requested_schedule, strict=True))
+        return {"target": self.target, **steps, "beta1": self.beta1, "beta2": self.beta2}
 
     def _restore(self, state: dict[str, Any], optimizers: Sequence[Optimizer]) -> None:
         saved_steps = state.get("steps")

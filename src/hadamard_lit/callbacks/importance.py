@@ -214,6 +214,12 @@ class ImportanceTracker:
         self.remove(removed, step, optimizers)
         return removed
 
+    def rebind(self, access: Access) -> None:
+        """Read the same layers through ``access`` (a new trainer's strategy), keeping the
+        scores: the flat buffers are laid out again for how that strategy holds them."""
+        self.access = access
+        self._build_slots(keep_state=True)
+
     def remove(self, names: list[str], step: int, optimizers: Sequence[Optimizer] = ()) -> None:
         """Reset ``names`` to identity, freeze them, and stop tracking them (at ``step``)."""
         for name in names:

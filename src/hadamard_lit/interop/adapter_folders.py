@@ -27,7 +27,7 @@ from hadamard_lit import __version__
 from hadamard_lit.adapters.base import AdapterStrategy, get_adapter_record
 from hadamard_lit.adapters.state import adapter_state_dict, load_adapter_state_dict
 from hadamard_lit.backbones import check_output_dir, save_pretrained_atomic
-from hadamard_lit.interop import peft_format
+from hadamard_lit.interop import peft_format, peft_import
 from hadamard_lit.interop.model_card import CardFacts, last_metrics, write_card
 from hadamard_lit.interop.peft_format import AdapterFormatError
 
@@ -82,7 +82,7 @@ def check_adapter_folder(
     """Refuse, by name, a folder that cannot be loaded, or (``configured``) not into the
     run's method: before any backbone is built."""
     if is_peft_folder(path):
-        peft_format.read_peft_config(path)
+        peft_import.read_peft_config(path)
         if configured is not None:
             check_folder_method(configured, path)
         return
@@ -108,7 +108,7 @@ def check_folder_method(configured: AdapterStrategy, folder: str | os.PathLike[s
     """
     if not is_peft_folder(folder):
         return
-    config = peft_format.read_peft_config(folder)
+    config = peft_import.read_peft_config(folder)
     wanted = peft_format.BY_TYPE[str(config["peft_type"]).upper()].strategy
     if type(configured) is not wanted:
         raise AdapterFormatError(
@@ -137,7 +137,7 @@ def adopt_folder_strategy(
     if not is_peft_folder(folder):
         return configured
     check_folder_method(configured, folder)
-    found = peft_format.strategy_from_peft(folder)
+    found = peft_import.strategy_from_peft(folder)
     if hasattr(found, "dropout"):
         found.dropout = configured.dropout  # type: ignore[attr-defined]
     defaults = {
@@ -188,7 +188,7 @@ def load_adapter_folder(model: nn.Module, folder: str | os.PathLike[str]) -> Non
     """Copy the folder's tensors into ``model`` (its strategy applied as
     :func:`adopt_folder_strategy` says)."""
     if is_peft_folder(folder):
-        peft_format.load_peft_tensors(model, folder)
+        peft_import.load_peft_tensors(model, folder)
         return
     from safetensors.torch import load_file
 

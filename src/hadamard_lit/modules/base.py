@@ -47,6 +47,7 @@ from hadamard_lit.interop.adapter_folders import (
     load_adapter_folder,
 )
 from hadamard_lit.metrics import score_key
+from hadamard_lit.modules.attached import attached_trainer
 from hadamard_lit.modules.checkpointing import MODEL_PREFIX, AdapterCheckpointing
 from hadamard_lit.modules.evaluation import EvaluationAccounting, Stage
 from hadamard_lit.modules.hparams import make_hparams_portable, strategy_config
@@ -183,7 +184,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing, EvaluationAccounting):
         ``fully_shard`` each transformer block and then the backbone, once. Under DeepSpeed
         ZeRO-3 (called inside ``deepspeed.zero.Init``), transformers is told so.
         """
-        strategy = self._trainer.strategy if self._trainer is not None else None
+        strategy = getattr(attached_trainer(self), "strategy", None)
         if self.model is None:
             self._hf_deepspeed_config = transformers_zero3_config(strategy)
             model = self.build_model()
@@ -218,7 +219,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing, EvaluationAccounting):
 
     def setup(self, stage: str) -> None:
         """Take the task from the datamodule when not given; log hparams; build the metrics."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         found = self.task_from_datamodule(datamodule) if datamodule is not None else None
         if found is not None and self.task is not None and found != self.task:
             raise ValueError(
@@ -325,7 +326,7 @@ class AdapterModule(EpochReseeding, AdapterCheckpointing, EvaluationAccounting):
             ResumeMismatch: a fit resumed with options it cannot honour.
         """
         self.check_checkpoint_record(checkpoint)
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and trainer.state.fn == "fit":
             datamodule = getattr(trainer, "datamodule", None)
             check_resume(

@@ -26,6 +26,7 @@ from hadamard_lit.adapters import (
     load_adapter_state_dict,
 )
 from hadamard_lit.callbacks.divergence import TrainingDiverged
+from hadamard_lit.modules.attached import attached_trainer
 from hadamard_lit.modules.seeding import rng_state
 from hadamard_lit.parallel.checkpoints import CLIENT_STATE_KEY, non_finite
 from hadamard_lit.parallel.strategies import is_deepspeed, is_fsdp1
@@ -65,7 +66,7 @@ class AdapterCheckpointing(LightningModule):
         gets here). Lightning's DeepSpeed strategy leaves ``state_dict`` out of what it
         saves, so there they also go into the client state (``parallel.read_checkpoint``).
         """
-        strategy = self._trainer.strategy if self._trainer is not None else None
+        strategy = getattr(attached_trainer(self), "strategy", None)
         if is_fsdp1(strategy):
             state = self._adapter_from_full_state(checkpoint.get("state_dict", {}))
         else:
@@ -83,7 +84,7 @@ class AdapterCheckpointing(LightningModule):
             "adapter_only": True,
             "shapes": {k: list(v.shape) for k, v in state.items()},
             # Where dropout's random stream stands: a mid-epoch resume takes it up again.
-            "rng": rng_state(self._trainer),
+            "rng": rng_state(attached_trainer(self)),
         }
         validation = self._validation_record()
         if validation is not None:  # the model card of an export from this checkpoint shows it
@@ -95,10 +96,11 @@ class AdapterCheckpointing(LightningModule):
         """The last validation before this checkpoint: its step and ``val/*`` metrics (a
         resumed run that has not validated yet passes on its checkpoint's)."""
         step = self.validated_at_step
-        if self._trainer is None or step is None:
+        trainer = attached_trainer(self)
+        if trainer is None or step is None:
             return self.restored_validation
         metrics = {}
-        for key, value in self._trainer.callback_metrics.items():
+        for key, value in trainer.callback_metrics.items():
             number = float(value)
             if key.startswith("val/") and math.isfinite(number):
                 metrics[key] = number

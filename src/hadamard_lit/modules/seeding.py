@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from hadamard_lit.modules.attached import attached_trainer
+
 
 def seed_epoch(epoch: int) -> bool:
     """Seed torch's global RNG from the run's seed and ``epoch``; False without a run seed."""
@@ -63,7 +65,7 @@ class EpochReseeding(LightningModule):
     def reseed_for_resume(self, checkpoint: dict[str, Any]) -> None:
         """A fit resumed from ``checkpoint`` makes its first epoch's iterator before
         ``on_train_epoch_start`` (an uninterrupted one after it): seed that epoch now."""
-        if self._trainer is None:  # load_from_checkpoint: nothing will train
+        if attached_trainer(self) is None:  # load_from_checkpoint: nothing will train
             return
         saved = checkpoint.get("hadamard_lit", {}).get("rng") or {}
         if saved.get("mid_epoch") and self.reseed_each_epoch:

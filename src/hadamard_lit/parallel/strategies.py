@@ -56,3 +56,20 @@ def transformers_zero3_config(strategy: Any) -> Any:
     from transformers.integrations import HfDeepSpeedConfig
 
     return HfDeepSpeedConfig(strategy.config)
+
+
+def leave_requeueing_to_the_caller(trainer: Any) -> None:
+    """Switch off Lightning's own SLURM requeue (its USR1 handler) for ``trainer``'s fit.
+
+    Under submitit, ``TrainingJob.checkpoint`` owns requeueing; two owners requeue twice.
+    Lightning's signal connector reads the accelerator connector's cluster environment.
+    Parallel strategies expose that one publicly; single-device strategies do not, so
+    there (and only there) it is read from the connector.
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if environment is None:
+        environment = trainer._accelerator_connector.cluster_environment
+    if isinstance(environment, SLURMEnvironment):
+        environment.auto_requeue = False
