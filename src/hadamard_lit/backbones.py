@@ -138,17 +138,25 @@ def load_backbone(
     return model
 
 
+#: transformers 5 checks a tensor-parallel plan whenever ``modeling_utils`` logs at WARNING
+#: or above, and lists every layer "not sharded" (all of them, without tensor parallelism):
+#: quieting the load report alone made that list appear, so it is quieted with it.
+_LOAD_LOGGERS = ("transformers.modeling_utils", "transformers.distributed.tensor_parallel")
+
+
 @contextmanager
 def _quiet_load_report() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
-    logger = hf_logging.get_logger("transformers.modeling_utils")
-    level = logger.level
-    logger.setLevel(max(level, hf_logging.ERROR))
+    loggers = [hf_logging.get_logger(name) for name in _LOAD_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(max(level, hf_logging.ERROR))
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _report_missing(model: nn.Module, source: str, missing: list[str]) -> None:

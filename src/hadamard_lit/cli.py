@@ -168,7 +168,7 @@ class HadamardTrainer(Trainer):
             model.task = found or (checkpoint.get("hyper_parameters") or {}).get("task")
         bad = non_finite(checkpoint["state_dict"])
         if bad:
-            raise ValueError(
+            raise ConfigValueError(
                 f"Refusing to export {ckpt_path}: {len(bad)} of its tensors hold NaN or "
                 f"infinity (e.g. {bad[0]}), so the merged model would too. It comes from a run "
                 "that diverged: export an earlier checkpoint"
