@@ -15,8 +15,8 @@ not set), and the module takes the task from the datamodule at ``setup``. Defaul
 CSV logger under ``runs/``, a ``checkpoint:`` section (``SelectionAwareCheckpoint``: a
 ``ModelCheckpoint`` that, with AdaDHP's ``AdaptiveSelection``, ranks only checkpoints taken
 after pruning has finished; keeping the best
-on ``val/score``), a ``last_checkpoint:`` section (``last.ckpt`` after every epoch, to
-resume from), the resolved config saved next to the logs.
+on ``val/score``), a ``last_checkpoint:`` section (``LastCheckpoint``: ``last.ckpt`` after every
+validation or epoch and at the end of fit, to resume from), the resolved config saved next to the logs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from hadamard_lit import __version__
 from hadamard_lit.backbones import check_output_dir
-from hadamard_lit.callbacks import DivergenceGuard, PredictionWriter, SelectionAwareCheckpoint
+from hadamard_lit.callbacks import (
+    DivergenceGuard,
+    LastCheckpoint,
+    PredictionWriter,
+    SelectionAwareCheckpoint,
+)
 from hadamard_lit.callbacks.divergence import TrainingDiverged
 from hadamard_lit.cli_parser import HadamardArgumentParser
 from hadamard_lit.interop.adapter_folders import ExportFormat
@@ -258,7 +263,7 @@ class HadamardCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SelectionAwareCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         # A loss or trained tensor that stops being finite stops the run (before any save).
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
         # predict writes what it predicts (<run folder>/predictions.jsonl by default).

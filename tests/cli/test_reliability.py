@@ -218,6 +218,23 @@ def test_resume_refuses_what_it_would_silently_ignore(
     assert started.trainer.global_step == 12
 
 
+def test_a_fit_that_ends_before_its_first_validation_leaves_a_last_checkpoint(
+    tmp_path: Path, shared_data: Path, minilm: str
+) -> None:
+    # Validation every 5 steps, as the quickstart's every 75: a 3-step fit ended with none,
+    # and ModelCheckpoint then saves only after validations, so it left no checkpoint.
+    config = bert_config(
+        tmp_path, shared_data, minilm, max_steps=3, val_check_interval=5,
+        check_val_every_n_epoch=None,
+    )  # fmt: skip
+    fitted = run("fit", config, tmp_path)
+    log_dir = Path(fitted.trainer.log_dir or "")
+    last = log_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    validated = run("validate", log_dir / "config.yaml", tmp_path, "--ckpt_path", str(last))
+    assert "val/accuracy" in validated.trainer.callback_metrics
+
+
 # -- 4. re-runs into a run folder ---------------------------------------------------------------
 
 

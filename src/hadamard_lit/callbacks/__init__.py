@@ -8,6 +8,7 @@ Trainer) and :class:`AdaptiveSelection` (the callback that binds them to a fit).
 from hadamard_lit.callbacks.adaptive_selection import AdaptiveSelection, find_adapted_model
 from hadamard_lit.callbacks.divergence import DivergenceGuard, TrainingDiverged
 from hadamard_lit.callbacks.importance import ImportanceTracker
+from hadamard_lit.callbacks.last_checkpoint import LastCheckpoint
 from hadamard_lit.callbacks.predictions import PredictionWriter
 from hadamard_lit.callbacks.selection_checkpoint import SelectionAwareCheckpoint
 from hadamard_lit.callbacks.selection_plot import SelectionPicture, plot_selection
@@ -18,6 +19,7 @@ __all__ = [
     "CubicSchedule",
     "DivergenceGuard",
     "ImportanceTracker",
+    "LastCheckpoint",
     "PredictionWriter",
     "ScheduleSpec",
     "SelectionAwareCheckpoint",
