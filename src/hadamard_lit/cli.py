@@ -14,9 +14,9 @@ module's tokenizer is handed to the datamodule (``data.init_args.tokenizer`` is 
 not set), and the module takes the task from the datamodule at ``setup``. Defaults: a
 CSV logger under ``runs/``, a ``checkpoint:`` section (``SelectionAwareCheckpoint``: a
 ``ModelCheckpoint`` that, with AdaDHP's ``AdaptiveSelection``, ranks only checkpoints taken
-after pruning has finished; keeping the best
-on ``val/score``), a ``last_checkpoint:`` section (``LastCheckpoint``: ``last.ckpt`` after every
-validation or epoch and at the end of fit, to resume from), the resolved config saved next to the logs.
+after pruning has finished; keeping the best on ``val/score``), a ``last_checkpoint:``
+section (``LastCheckpoint``: ``last.ckpt`` after every validation or epoch and at the end
+of fit, to resume from), the resolved config saved next to the logs.
 """
 
 from __future__ import annotations
