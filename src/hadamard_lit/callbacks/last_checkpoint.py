@@ -24,7 +24,11 @@ class LastCheckpoint(ModelCheckpoint):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if getattr(trainer, "fast_dev_run", False) or trainer.global_step == 0 or not self.save_top_k:
+        if (
+            getattr(trainer, "fast_dev_run", False)
+            or trainer.global_step == 0
+            or not self.save_top_k
+        ):
             return
         if self.monitor is not None or self.dirpath is None:
             return  # a ranked checkpoint is a choice among scores, not the latest state
