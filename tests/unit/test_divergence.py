@@ -1,4 +1,5 @@
-"""DivergenceGuard on its own: a trained tensor that goes to inf while the loss is finite."""
+"""DivergenceGuard on its own (a trained tensor that goes to inf while the loss is finite),
+and LastCheckpoint's save as fit ends."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from hadamard_lit.callbacks import TrainingDiverged
+from hadamard_lit.callbacks import LastCheckpoint, TrainingDiverged
 from hadamard_lit.callbacks.divergence import DivergenceGuard
 
 
@@ -73,3 +74,28 @@ def test_without_the_parameter_check_only_the_loss_is_watched() -> None:
     )  # fmt: skip
     trainer.fit(model)  # the last step leaves the inf weight; only the parameter check sees it
     assert trainer.global_step == 4 and not bool(torch.isfinite(model.layer.weight).all())
+
+
+class _SavingTrainer:
+    """What LastCheckpoint.on_train_end reads of a trainer, recording where it saves."""
+
+    fast_dev_run = False
+    global_step = 7
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+
+    def save_checkpoint(self, path: str, weights_only: bool = False) -> None:
+        self.saved.append(str(path))
+
+
+def test_the_end_of_fit_save_stays_in_its_own_folder(tmp_path) -> None:
+    # A fit resumed from another run's folder restores that run's best_model_path.
+    callback = LastCheckpoint(dirpath=tmp_path / "new", filename="last", monitor=None)
+    callback.best_model_path = str(tmp_path / "old" / "last.ckpt")
+    trainer = _SavingTrainer()
+    callback.on_train_end(trainer, None)  # type: ignore[arg-type]
+    assert trainer.saved == [str(tmp_path / "new" / "last.ckpt")]
+    assert callback.best_model_path == str(tmp_path / "new" / "last.ckpt")
+    callback.on_train_end(trainer, None)  # type: ignore[arg-type]  # then its own file again
+    assert trainer.saved[-1] == str(tmp_path / "new" / "last.ckpt")

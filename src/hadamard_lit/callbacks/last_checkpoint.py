@@ -9,6 +9,8 @@ writes once more at the end of a fit that completed (a crash or a divergence end
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
@@ -32,6 +34,9 @@ class LastCheckpoint(ModelCheckpoint):
             return
         if self.monitor is not None or self.dirpath is None:
             return  # a ranked checkpoint is a choice among scores, not the latest state
-        path = self.best_model_path or self.format_checkpoint_name({})
+        # A fit resumed from another run's folder restores that run's best_model_path:
+        # never write there.
+        ours = self.best_model_path and Path(self.best_model_path).parent == Path(self.dirpath)
+        path = self.best_model_path if ours else self.format_checkpoint_name({})
         trainer.save_checkpoint(path, self.save_weights_only)
         self.best_model_path = self.last_model_path = path
